@@ -1,0 +1,24 @@
+"""crema: a Caffe-compatible deep-learning layer engine (pycaffe-compatible Python API)."""
+from . import crema_pb2 as proto
+from .blob import Blob
+from .errors import (CremaError, LayerError, NetError, PrototxtError, ShapeError,
+                     UnknownLayerError, WeightsError, SolverError)
+from .layer import Layer, TRAIN, TEST
+from .registry import layer_type_list
+from .rng import set_random_seed
+from . import layers as _builtin_layers  # noqa: F401  (registers the built-in layer types)
+from . import kernels
+
+__version__ = "0.1.0"
+
+
+def set_mode_cpu():
+    """crema runs on CPUs; kept for pycaffe compatibility."""
+
+
+def set_mode_gpu():
+    raise CremaError("crema has no GPU backend: it runs on CPUs (use engine.set_mode_cpu())")
+
+
+def set_device(device_id):
+    raise CremaError("crema has no GPU backend: set_device is not available")

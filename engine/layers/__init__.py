@@ -1,0 +1,7 @@
+"""Built-in layers, one module per family. Importing this package registers every layer type:
+each module registers its classes with @register_layer, so adding a module is all it takes."""
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,37 @@
+// Elementwise kernels. Every pointer is float32, contiguous, n elements; in-place (y == x) is allowed.
+#pragma once
+#include <cstdint>
+
+#include "crema/isa.h"
+
+namespace crema {
+
+// y = x > 0 ? x : slope * x
+using ReluFwdFn = void (*)(const float* x, float* y, int64_t n, float slope);
+// dx = dy * (x > 0 ? 1 : slope)
+using ReluBwdFn = void (*)(const float* x, const float* dy, float* dx, int64_t n, float slope);
+
+struct ReluKernel {
+  const char* name;
+  Isa isa;
+  ReluFwdFn fwd;
+  ReluBwdFn bwd;
+};
+
+// The ordered table (best first); relu_kernel() returns the first usable entry.
+const ReluKernel& relu_kernel();
+
+namespace scalar_impl {
+void relu_fwd(const float* x, float* y, int64_t n, float slope);
+void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
+}  // namespace scalar_impl
+namespace avx2_impl {
+void relu_fwd(const float* x, float* y, int64_t n, float slope);
+void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
+}  // namespace avx2_impl
+namespace avx512_impl {
+void relu_fwd(const float* x, float* y, int64_t n, float slope);
+void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
+}  // namespace avx512_impl
+
+}  // namespace crema

@@ -1,0 +1,74 @@
+"""Build crema: generate engine/crema_pb2.py from proto/crema.proto and build engine._kernels
+(C++17, pybind11) through CMake. `pip install .` and `pip install -e .` both run this."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+
+def generate_proto():
+    """Run grpcio-tools' bundled protoc. The output is written into the source tree (it is
+    git-ignored) so that editable and regular installs see the same generated module."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    include = str(Path(grpc_tools.__file__).parent / "_proto")
+    args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{include}",
+            f"--python_out={ROOT / 'engine'}", str(ROOT / "proto" / "crema.proto")]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed on proto/crema.proto")
+    out = ROOT / "engine" / "crema_pb2.py"
+    text = out.read_text()
+    if not text.startswith("# GENERATED"):
+        out.write_text("# GENERATED from proto/crema.proto by setup.py at build time; do not edit.\n" + text)
+
+
+class BuildPy(build_py):
+    def run(self):
+        generate_proto()
+        super().run()
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext):
+        generate_proto()  # editable installs run build_ext but not build_py
+        import pybind11
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_temp = Path(self.build_temp).resolve() / ext.name
+        build_temp.mkdir(parents=True, exist_ok=True)
+        cfg = os.environ.get("CREMA_BUILD_TYPE", "Release")
+        cmake_args = [
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-DCMAKE_BUILD_TYPE={cfg}",
+            f"-DCREMA_SANITIZE={os.environ.get('CREMA_SANITIZE', 'OFF')}",
+        ]
+        try:
+            import ninja  # noqa: F401
+            cmake_args.append("-GNinja")
+        except ImportError:
+            pass
+        subprocess.run(["cmake", str(ROOT)] + cmake_args, cwd=build_temp, check=True)
+        subprocess.run(["cmake", "--build", ".", "--config", cfg, "-j", str(os.cpu_count() or 2)],
+                       cwd=build_temp, check=True)
+
+
+setup(
+    packages=find_packages(include=["engine", "engine.*"]),
+    ext_modules=[CMakeExtension("engine._kernels")],
+    cmdclass={"build_py": BuildPy, "build_ext": CMakeBuild},
+    zip_safe=False,
+)
