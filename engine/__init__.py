@@ -1,4 +1,9 @@
-"""crema: a Caffe-compatible deep-learning layer engine (pycaffe-compatible Python API)."""
+"""crema: a Caffe-compatible deep-learning layer engine (pycaffe-compatible Python API).
+
+    import engine
+    net = engine.Net("deploy.prototxt", engine.TEST, weights="model.caffemodel")
+    from engine import layers as L, params as P      # NetSpec, as pycaffe
+"""
 from . import crema_pb2 as proto
 from .blob import Blob
 from .errors import (CremaError, LayerError, NetError, PrototxtError, ShapeError,
@@ -6,8 +11,10 @@ from .errors import (CremaError, LayerError, NetError, PrototxtError, ShapeError
 from .layer import Layer, TRAIN, TEST
 from .registry import layer_type_list
 from .rng import set_random_seed
-from . import layers as _builtin_layers  # noqa: F401  (registers the built-in layer types)
-from . import kernels
+from . import layers  # registers the built-in layer types; also NetSpec's layer generator
+from . import kernels, io
+from .net import Net
+# NETSPEC-PENDING from .netspec import NetSpec, params, to_proto
 
 __version__ = "0.1.0"
 

@@ -172,7 +172,6 @@ class Net:
         self._loss_tops = []  # (blob, weight)
         blob_need_backward = {}
         available = OrderedDict()
-        seen_names = set()
 
         for lp in param.layer:
             if not lp.HasField("phase"):
@@ -180,9 +179,8 @@ class Net:
             where = self._where(lp)
             if not lp.type:
                 raise NetError(f"{where}layer '{lp.name}' has no type")
-            if lp.name in seen_names:
-                raise NetError(f"{where}two layers are named '{lp.name}'; layer names must be unique")
-            seen_names.add(lp.name)
+            # Caffe allows two layers with one name (mnist_autoencoder has two 'loss' layers);
+            # lookups by name (layer_dict, weights) then find the last, as in Caffe.
             cls = layer_class(lp.type, where=f"{where}layer '{lp.name}': ")
             try:
                 layer = cls(lp, self.phase)
