@@ -1,0 +1,386 @@
+"""Convolution, Deconvolution and Im2col: 2-D convolution by im2col + matrix product, as Caffe.
+
+All three read ConvolutionParameter with Caffe's rules (BaseConvolutionLayer::LayerSetUp):
+- kernel_size / pad / stride / dilation are repeated: one value for both spatial axes or one per
+  axis; kernel_h/kernel_w, pad_h/pad_w, stride_h/stride_w are the 2-D-only explicit forms and
+  exclude the repeated form of the same field;
+- `axis` (default 1) is the channel axis; the axes before it are the batch ("num"), the two after
+  it the spatial axes. Only 2 spatial axes are supported: N-D convolution is refused.
+The column workspace (one image at a time) is allocated in reshape; engine.kernels.im2col/col2im
+run natively for float32 when the native module is built, in numpy otherwise (always for float64).
+"""
+import numpy as np
+
+from .. import kernels
+from ..layer import Layer
+from ..registry import register_layer
+from .common import canonical_axis, param_needs_grad
+
+
+def _nd_error(layer, why):
+    return layer.error(f"N-D convolution is not supported: crema convolves over exactly 2 spatial "
+                       f"axes, but {why}")
+
+
+def _two(layer, p, name, default):
+    """A repeated field (or its _h/_w form) as an (h, w) pair, with Caffe's exclusivity rules."""
+    values = list(getattr(p, name))
+    h_name, w_name = {"kernel_size": ("kernel_h", "kernel_w"), "pad": ("pad_h", "pad_w"),
+                      "stride": ("stride_h", "stride_w"), "dilation": (None, None)}[name]
+    if h_name is not None and (p.HasField(h_name) or p.HasField(w_name)):
+        if values:
+            raise layer.error(f"either {name} or {h_name}/{w_name} may be given, not both "
+                              f"({name}: {values}, {h_name}: {getattr(p, h_name)}, "
+                              f"{w_name}: {getattr(p, w_name)})")
+        if name != "pad" and not (p.HasField(h_name) and p.HasField(w_name)):
+            # Caffe reads the missing one as 0, which its positivity check then refuses.
+            raise layer.error(f"{h_name} and {w_name} must both be given")
+        return int(getattr(p, h_name)), int(getattr(p, w_name))
+    if not values:
+        return default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    return int(values[0]), int(values[1])
+
+
+class _ConvGeometryMixin:
+    """Parses and checks ConvolutionParameter against bottom[0] (setup), and the spatial sizes
+    (reshape). Sets channel_axis, num_axes, channels, kernel, pad, stride, dilation."""
+
+    def _parse_geometry(self, bottom0):
+        p = self.param.convolution_param
+        for name in ("kernel_size", "pad", "stride", "dilation"):
+            if len(getattr(p, name)) > 2:
+                raise _nd_error(self, f"convolution_param.{name} has {len(getattr(p, name))} "
+                                      f"values {list(getattr(p, name))}")
+        self.channel_axis = canonical_axis(self, bottom0, p.axis, "convolution_param.axis")
+        self.num_axes = bottom0.num_axes
+        n_spatial = self.num_axes - self.channel_axis - 1
+        if n_spatial != 2:
+            raise _nd_error(self, f"bottom[0] of shape {bottom0.shape} with channel axis "
+                                  f"{self.channel_axis} has {n_spatial} spatial axes"
+                            + (" (force_nd_im2col is set)" if p.force_nd_im2col else ""))
+        if not p.kernel_size and not (p.HasField("kernel_h") or p.HasField("kernel_w")):
+            raise self.error("convolution_param needs kernel_size, or kernel_h and kernel_w")
+        self.kernel_hw = _two(self, p, "kernel_size", None)
+        self.pad_hw = _two(self, p, "pad", (0, 0))
+        self.stride_hw = _two(self, p, "stride", (1, 1))
+        self.dilation_hw = _two(self, p, "dilation", (1, 1))
+        for what, pair in (("kernel", self.kernel_hw), ("stride", self.stride_hw),
+                           ("dilation", self.dilation_hw)):
+            if min(pair) <= 0:
+                raise self.error(f"{what} dimensions must be positive, got {pair}")
+        self.channels = int(bottom0.shape[self.channel_axis])
+        self.is_1x1 = (self.kernel_hw == (1, 1) and self.stride_hw == (1, 1)
+                       and self.pad_hw == (0, 0))
+
+    def _check_bottoms(self, bottom):
+        b0 = bottom[0]
+        if b0.num_axes != self.num_axes:
+            raise self.error(f"bottom[0] has shape {b0.shape} ({b0.num_axes} axes); the number "
+                             f"of axes may not change from the {self.num_axes} it had at setup")
+        if b0.shape[self.channel_axis] != self.channels:
+            raise self.error(f"input size incompatible with convolution kernel: bottom[0] of "
+                             f"shape {b0.shape} has {b0.shape[self.channel_axis]} channels on "
+                             f"axis {self.channel_axis}, the layer was set up for "
+                             f"{self.channels}")
+        for i, b in enumerate(bottom[1:], 1):
+            if b.shape != b0.shape:
+                raise self.error(f"all bottoms must have the same shape: bottom[0] is "
+                                 f"{b0.shape}, bottom[{i}] is {b.shape}")
+        self.num = b0.count_range(0, self.channel_axis)
+        self.in_hw = tuple(int(d) for d in b0.shape[self.channel_axis + 1:])
+
+    def _conv_out_hw(self, in_hw):
+        """Forward-convolution output size, refusing a kernel larger than the padded input."""
+        out = []
+        for axis, size, k, p, s, d in zip("HW", in_hw, self.kernel_hw, self.pad_hw,
+                                           self.stride_hw, self.dilation_hw):
+            extent = d * (k - 1) + 1
+            if size + 2 * p < extent:
+                raise self.error(f"kernel extent {extent} (kernel {k}, dilation {d}) is bigger "
+                                 f"than the padded input {size + 2 * p} (size {size} + 2 * pad "
+                                 f"{p}) along {axis}: bottom[0] shape {self.bottom_shape}")
+            out.append((size + 2 * p - extent) // s + 1)
+        return tuple(out)
+
+    def _geometry(self, channels, hw):
+        return (channels, hw[0], hw[1], self.kernel_hw[0], self.kernel_hw[1], self.pad_hw[0],
+                self.pad_hw[1], self.stride_hw[0], self.stride_hw[1], self.dilation_hw[0],
+                self.dilation_hw[1])
+
+    def _kernel_name(self, dtype):
+        return "native im2col + gemm" if (kernels.native_available()
+                                         and dtype == np.float32) else "numpy im2col + gemm"
+
+
+class _BaseConvolution(_ConvGeometryMixin, Layer):
+    """Shared machinery of Convolution and Deconvolution (Caffe's BaseConvolutionLayer).
+
+    The internal convolution maps a "conv input" image (conv_in_channels x conv_in_hw) to a
+    "conv output" (conv_out_channels x conv_out_hw) with weights
+    (conv_out_channels, conv_in_channels / group, kh, kw). Convolution: conv input = bottom.
+    Deconvolution (reverse): conv input = top, so its forward is the conv's data gradient."""
+    min_bottom = 1
+    min_top = 1
+    equal_num_bottom_top = True
+    reverse = False
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        self.bottom_shape = bottom[0].shape
+        self._parse_geometry(bottom[0])
+        if not p.HasField("num_output") or p.num_output <= 0:
+            raise self.error(f"convolution_param.num_output must be set to a positive number, "
+                             f"got {p.num_output}")
+        self.num_output = int(p.num_output)
+        self.group = int(p.group)
+        if self.group <= 0:
+            raise self.error(f"convolution_param.group must be positive, got {self.group}")
+        if self.channels % self.group:
+            raise self.error(f"the number of input channels {self.channels} (bottom[0] shape "
+                             f"{bottom[0].shape}, axis {self.channel_axis}) is not divisible "
+                             f"by group {self.group}")
+        if self.num_output % self.group:
+            raise self.error(f"num_output {self.num_output} is not divisible by group "
+                             f"{self.group}")
+        if self.reverse:
+            self.conv_out_channels, self.conv_in_channels = self.channels, self.num_output
+        else:
+            self.conv_out_channels, self.conv_in_channels = self.num_output, self.channels
+        kh, kw = self.kernel_hw
+        w_shape = (self.conv_out_channels, self.conv_in_channels // self.group, kh, kw)
+        self.bias_term = bool(p.bias_term)
+        if not self.blobs:
+            dtype = bottom[0].data.dtype
+            self.blobs = [self.make_param(w_shape, p.weight_filler, dtype=dtype)]
+            if self.bias_term:
+                self.blobs.append(self.make_param((self.num_output,), p.bias_filler,
+                                                  dtype=dtype))
+        else:
+            self._check_blobs(w_shape)
+        flags = list(self.param_propagate_down)
+        self.param_propagate_down = flags + [True] * (len(self.blobs) - len(flags))
+
+    def _check_blobs(self, w_shape):
+        want = 2 if self.bias_term else 1
+        if len(self.blobs) != want:
+            raise self.error(f"incorrect number of parameter blobs: expected {want} (bias_term "
+                             f"{str(self.bias_term).lower()}), got {len(self.blobs)}")
+        for i, shape in enumerate([w_shape, (self.num_output,)][:want]):
+            have = tuple(self.blobs[i].shape)
+            if have != shape:
+                # Old models store blobs with Caffe's legacy 4-D shape (1, 1, 1, n): accept any
+                # shape that only differs by leading 1s, as Caffe's legacy shape check does.
+                strip = lambda s: tuple(s[next((j for j, d in enumerate(s) if d != 1), len(s)):])
+                if strip(have) != strip(shape):
+                    what = "weight" if i == 0 else "bias"
+                    raise self.error(f"incorrect {what} shape: expected {shape}, got {have}")
+                self.blobs[i].reshape(shape)
+
+    def reshape(self, bottom, top):
+        self.bottom_shape = bottom[0].shape
+        self._check_bottoms(bottom)
+        if self.reverse:
+            out_hw = self._deconv_out_hw(self.in_hw)
+            conv_in_hw = out_hw
+        else:
+            out_hw = self._conv_out_hw(self.in_hw)
+            conv_in_hw = self.in_hw
+        self.out_hw = out_hw
+        self.conv_in_hw = conv_in_hw
+        self.conv_out_hw = self._conv_out_hw(conv_in_hw)  # equals in_hw for deconvolution
+        shape = tuple(bottom[0].shape[:self.channel_axis]) + (self.num_output,) + out_hw
+        for t in top:
+            t.reshape(shape)
+        self.geom = self._geometry(self.conv_in_channels, conv_in_hw)
+        self.kernel_dim = (self.conv_in_channels // self.group * self.kernel_hw[0]
+                           * self.kernel_hw[1])
+        self.out_spatial = self.conv_out_hw[0] * self.conv_out_hw[1]
+        dtype = bottom[0].data.dtype
+        col_shape = (self.kernel_dim * self.group, self.out_spatial)
+        if getattr(self, "col", None) is None or self.col.shape != col_shape \
+                or self.col.dtype != dtype:
+            self.col = np.empty(col_shape, dtype=dtype)
+        self.kernel = "numpy gemm (1x1)" if self.is_1x1 else self._kernel_name(dtype)
+
+    def _deconv_out_hw(self, in_hw):
+        out = []
+        for axis, size, k, p, s, d in zip("HW", in_hw, self.kernel_hw, self.pad_hw,
+                                           self.stride_hw, self.dilation_hw):
+            extent = d * (k - 1) + 1
+            o = s * (size - 1) + extent - 2 * p
+            if o <= 0:
+                raise self.error(f"deconvolution output size along {axis} would be {o} "
+                                 f"(stride {s} * (input {size} - 1) + kernel extent {extent} "
+                                 f"- 2 * pad {p}): bottom[0] shape {self.bottom_shape}")
+            out.append(o)
+        return tuple(out)
+
+    # -- the three products of Caffe's BaseConvolutionLayer, one image at a time ---------------
+    def _weights_g(self, which="data"):
+        w = getattr(self.blobs[0], which)
+        return w.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
+
+    def _columns(self, image):
+        """image: (conv_in_channels, H, W) -> (group, kernel_dim, out_spatial)."""
+        if self.is_1x1:
+            col = image.reshape(self.kernel_dim * self.group, self.out_spatial)
+        else:
+            col = kernels.im2col(np.ascontiguousarray(image), self.geom, self.col)
+        return col.reshape(self.group, self.kernel_dim, self.out_spatial)
+
+    def _forward_gemm(self, image, out):
+        """out (conv_out_channels, out_spatial) = W * im2col(image), per group."""
+        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
+        og[...] = np.matmul(self._weights_g(), self._columns(image))
+
+    def _backward_gemm(self, out, image):
+        """image (conv_in_channels, H, W) = col2im(W^T * out), per group (overwrites image)."""
+        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
+        cols = np.matmul(self._weights_g().transpose(0, 2, 1), og)
+        cols = cols.reshape(self.kernel_dim * self.group, self.out_spatial)
+        if self.is_1x1:
+            image[...] = cols.reshape(image.shape)
+        elif image.flags.c_contiguous:
+            kernels.col2im(np.ascontiguousarray(cols), self.geom, image)
+        else:
+            image[...] = kernels.col2im(np.ascontiguousarray(cols), self.geom,
+                                        np.empty(image.shape, dtype=image.dtype))
+
+    def _weight_gemm(self, image, out):
+        """weight diff += out * im2col(image)^T, per group (accumulates)."""
+        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
+        grad = np.matmul(og, self._columns(image).transpose(0, 2, 1))
+        self.blobs[0].diff += grad.reshape(self.blobs[0].shape)
+
+    def _views(self, blob, which, channels, hw):
+        arr = getattr(blob, which)
+        return arr.reshape((self.num, channels) + tuple(hw))
+
+    def _bias_add(self, y):
+        if self.bias_term:
+            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+
+    def _bias_grad(self, top):
+        if self.bias_term and param_needs_grad(self, 1):
+            for t in top:
+                dy = t.diff.reshape(self.num, self.num_output, -1)
+                self.blobs[1].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[1].shape)
+
+
+@register_layer("Convolution")
+class ConvolutionLayer(_BaseConvolution):
+    """2-D convolution (cross-correlation, as Caffe) by im2col + matrix product.
+
+    convolution_param: num_output (required), bias_term (true), kernel_size | kernel_h+kernel_w,
+    pad | pad_h/pad_w (0), stride | stride_h+stride_w (1), dilation (1), group (1; channels and
+    num_output divisible by it), weight_filler, bias_filler, axis (1, the channel axis),
+    force_nd_im2col (accepted for 2-D geometry only), engine (ignored).
+    bottom[i]: (..., C, H, W) with `axis` the C axis, all bottoms the same shape;
+    top[i]: (..., num_output, oh, ow), o = (H + 2p - (d(k-1)+1)) / s + 1.
+    blobs: [weight (num_output, C/group, kh, kw), bias (num_output,) if bias_term].
+    Several bottom/top pairs share the weights (Caffe's convention).
+    """
+
+    def forward(self, bottom, top):
+        c, m = self.channels, self.num_output
+        for b, t in zip(bottom, top):
+            x = self._views(b, "data", c, self.in_hw)
+            y = self._views(t, "data", m, self.out_hw)
+            for n in range(self.num):  # one image at a time: the workspace holds one image
+                self._forward_gemm(x[n], y[n])
+            self._bias_add(y)
+
+    def backward(self, top, propagate_down, bottom):
+        c, m = self.channels, self.num_output
+        self._bias_grad(top)
+        want_w = param_needs_grad(self, 0)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._views(t, "diff", m, self.out_hw)
+            x = self._views(b, "data", c, self.in_hw)
+            if want_w:
+                for n in range(self.num):
+                    self._weight_gemm(x[n], dy[n])
+            if propagate_down[i]:
+                dx = self._views(b, "diff", c, self.in_hw)
+                for n in range(self.num):
+                    self._backward_gemm(dy[n], dx[n])
+
+
+@register_layer("Deconvolution")
+class DeconvolutionLayer(_BaseConvolution):
+    """Transposed convolution (Caffe's Deconvolution): forward is the convolution's data gradient.
+
+    convolution_param: as Convolution (num_output is the number of output channels).
+    bottom[i]: (..., C, H, W); top[i]: (..., num_output, oh, ow) with
+    o = s(H - 1) + d(k - 1) + 1 - 2p.
+    blobs: [weight (C, num_output/group, kh, kw), bias (num_output,) if bias_term].
+    """
+    reverse = True
+
+    def forward(self, bottom, top):
+        c, m = self.channels, self.num_output
+        for b, t in zip(bottom, top):
+            x = self._views(b, "data", c, self.in_hw)
+            y = self._views(t, "data", m, self.out_hw)
+            for n in range(self.num):
+                self._backward_gemm(x[n], y[n])
+            self._bias_add(y)
+
+    def backward(self, top, propagate_down, bottom):
+        c, m = self.channels, self.num_output
+        self._bias_grad(top)
+        want_w = param_needs_grad(self, 0)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._views(t, "diff", m, self.out_hw)
+            x = self._views(b, "data", c, self.in_hw)
+            if want_w:
+                for n in range(self.num):
+                    self._weight_gemm(dy[n], x[n])
+            if propagate_down[i]:
+                dx = self._views(b, "diff", c, self.in_hw)
+                for n in range(self.num):
+                    self._forward_gemm(dy[n], dx[n])
+
+
+@register_layer("Im2col")
+class Im2colLayer(_ConvGeometryMixin, Layer):
+    """Rearranges image patches into columns (Caffe's Im2col layer; no parameters).
+
+    convolution_param: kernel_size | kernel_h+kernel_w, pad, stride, dilation, axis (1),
+    force_nd_im2col (2-D geometry only). num_output and group are not used.
+    bottom[0]: (..., C, H, W); top[0]: (..., C*kh*kw, oh, ow) with the convolution output size;
+    channel row (c*kh + i)*kw + j holds the tap (i, j) of channel c.
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        self.bottom_shape = bottom[0].shape
+        self._parse_geometry(bottom[0])
+
+    def reshape(self, bottom, top):
+        self.bottom_shape = bottom[0].shape
+        self._check_bottoms(bottom)
+        self.out_hw = self._conv_out_hw(self.in_hw)
+        kh, kw = self.kernel_hw
+        self.col_channels = self.channels * kh * kw
+        top[0].reshape(tuple(bottom[0].shape[:self.channel_axis]) + (self.col_channels,)
+                       + self.out_hw)
+        self.geom = self._geometry(self.channels, self.in_hw)
+        self.kernel = self._kernel_name(bottom[0].data.dtype)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape((self.num, self.channels) + self.in_hw)
+        y = top[0].data.reshape(self.num, self.col_channels, -1)
+        for n in range(self.num):
+            kernels.im2col(x[n], self.geom, y[n])
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.num, self.col_channels, -1)
+        dx = bottom[0].diff.reshape((self.num, self.channels) + self.in_hw)
+        for n in range(self.num):
+            kernels.col2im(np.ascontiguousarray(dy[n]), self.geom, dx[n])
