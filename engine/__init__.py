@@ -14,7 +14,7 @@ from .rng import set_random_seed
 from . import layers  # registers the built-in layer types; also NetSpec's layer generator
 from . import kernels, io
 from .net import Net
-# NETSPEC-PENDING from .netspec import NetSpec, params, to_proto
+from .netspec import NetSpec, params, to_proto
 
 __version__ = "0.1.0"
 

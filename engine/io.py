@@ -47,3 +47,7 @@ def blobprotovector_str_to_arraylist(data):
     vec = crema_pb2.BlobProtoVector()
     vec.ParseFromString(data)
     return [blobproto_to_array(b) for b in vec.blobs]
+
+
+# pycaffe's caffe.io also holds the image Transformer; it lives in its own module.
+from .transformer import Transformer, resize_image  # noqa: E402,F401
