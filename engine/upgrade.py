@@ -216,6 +216,10 @@ def upgrade_v0_padding_layers(param, source="<string>"):
 
 def upgrade_v0_net(param, source="<string>"):
     """Caffe's UpgradeV0Net: padding layers folded, then every V0LayerParameter -> V1 fields."""
+    if len(param.layer) > 0:
+        # Caffe's V0 upgrade would silently drop the `layer` entries; refuse as the V1 one does.
+        raise NetError(f"{source}: the net defines both 'layer' and 'layers' (V0 format); "
+                       f"refusing to upgrade an inconsistent net")
     for conn in param.layers:
         if not conn.HasField("layer"):
             raise NetError(f"{_where(source, conn.name, V1_LAYER_TYPE.get(conn.type))}: the net "

@@ -101,10 +101,8 @@ def load_weights(net, path):
         _load_binary(net, path)
 
 
-def read_weights_param(path):
-    """The upgraded NetParameter of a binary weights file (WeightsError on any failure)."""
-    path = os.fspath(path)
-    _check_file(path)
+def _read_param(path):
+    """Parse a binary weights file into a NetParameter (WeightsError on any failure)."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -116,16 +114,44 @@ def read_weights_param(path):
     except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
         raise WeightsError(f"{path}: not a valid weights file (binary NetParameter expected; "
                            f"truncated or corrupt?): {exc}") from None
-    del raw
-    from .upgrade import needs_upgrade, upgrade_net_param
-    if needs_upgrade(param):
-        try:
-            param = upgrade_net_param(param, path)
-        except CremaError as exc:
-            raise WeightsError(f"cannot upgrade the legacy weights file: {exc}") from None
-    if len(param.layer) == 0:
-        raise WeightsError(f"{path}: holds no layers: not a weights file (truncated or corrupt?)")
     return param
+
+
+def _take_blobs(container):
+    """Detach a repeated BlobProto field, returning its messages. Removing them from the field
+    does not copy them (they stay alive in the parsed message's memory), so legacy files can be
+    upgraded without copying hundreds of MB of weights."""
+    blobs = list(container)
+    del container[:]
+    return blobs
+
+
+def source_layers(param, path="<weights>"):
+    """[(layer name, [BlobProto, ...])] of a parsed weights NetParameter, in the order and with
+    the names Caffe's UpgradeNetAsNeeded gives them. Legacy files (V0/V1 `layers`, net inputs,
+    old BatchNorm) are upgraded as a blob-free skeleton, so the weights are never copied; `param`
+    loses its blobs in that case."""
+    from .upgrade import needs_upgrade, upgrade_net_param
+    if not needs_upgrade(param):
+        return [(l.name, list(l.blobs)) for l in param.layer]
+    blobs = [_take_blobs(l.blobs) for l in param.layer]
+    for conn in param.layers:
+        if conn.HasField("layer"):  # V0; its "padding" layers vanish in the upgrade
+            taken = _take_blobs(conn.layer.blobs)
+            if conn.layer.type != "padding":
+                blobs.append(taken)
+        else:
+            blobs.append(_take_blobs(conn.blobs))
+    try:
+        upgraded = list(upgrade_net_param(param, path).layer)
+    except CremaError as exc:
+        raise WeightsError(f"cannot upgrade the legacy weights file: {exc}") from None
+    if len(upgraded) == len(blobs) + 1 and upgraded[0].type == "Input":
+        upgraded = upgraded[1:]  # the layer made from net inputs has no blobs
+    if len(upgraded) != len(blobs):
+        raise WeightsError(f"{path}: the legacy weights file upgrades to {len(upgraded)} layers "
+                           f"but holds {len(blobs)}; cannot match its blobs to layers")
+    return [(l.name, b) for l, b in zip(upgraded, blobs)]
 
 
 def _proto_shape(bp):
@@ -159,17 +185,20 @@ def _values(bp, diff=False):
 
 
 def _load_binary(net, path):
-    param = read_weights_param(path)
+    param = _read_param(path)
+    sources = source_layers(param, path)
+    if not sources:
+        raise WeightsError(f"{path}: holds no layers: not a weights file (truncated or corrupt?)")
     targets = _layers_by_name(net)
     plan = []  # (target blob, BlobProto): all checked before anything is copied
-    for src in param.layer:
-        layer = targets.get(src.name)
+    for src_name, src_blobs in sources:
+        layer = targets.get(src_name)
         if layer is None:
             continue  # Caffe: "Ignoring source layer"
-        if len(src.blobs) != len(layer.blobs):
-            raise WeightsError(f"{_describe(path, layer)}: the file has {len(src.blobs)} parameter "
-                               f"blob(s) for this layer, the net has {len(layer.blobs)}")
-        for j, (bp, blob) in enumerate(zip(src.blobs, layer.blobs)):
+        if len(src_blobs) != len(layer.blobs):
+            raise WeightsError(f"{_describe(path, layer)}: the file has {len(src_blobs)} "
+                               f"parameter blob(s) for this layer, the net has {len(layer.blobs)}")
+        for j, (bp, blob) in enumerate(zip(src_blobs, layer.blobs)):
             if not _proto_shape_fits(bp, blob.shape):
                 shape, legacy = _proto_shape(bp)
                 raise WeightsError(

@@ -158,7 +158,7 @@ def test_every_v1_param_message_is_copied():
 
 
 def test_v1_net_builds_in_engine():
-    net = engine.net.Net("""
+    net = engine.Net("""
         name: "v1" input: "data" input_dim: 2 input_dim: 1 input_dim: 6 input_dim: 6
         layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" blobs_lr: 1 blobs_lr: 0
                  convolution_param { num_output: 2 kernel_size: 3 } }

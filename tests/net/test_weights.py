@@ -9,7 +9,6 @@ import engine
 from engine import crema_pb2
 from engine import weights as W
 from engine.errors import WeightsError
-from engine.net import Net
 from engine.weights import load_weights, save_weights
 
 NET = """
@@ -38,7 +37,7 @@ layer { name: "b" type: "InnerProduct" bottom: "a" top: "b" param { name: "w" } 
 
 def make_net(text=NET, seed=0):
     engine.set_random_seed(seed)
-    net = Net(text, engine.TEST)
+    net = engine.Net(text, engine.TEST)
     rng = np.random.default_rng(seed + 100)
     for layer in net.layers:
         for blob in layer.blobs:
@@ -81,7 +80,7 @@ def test_net_constructor_and_methods_use_weights(tmp_path):
     src = make_net(seed=3)
     path = str(tmp_path / "w.caffemodel")
     src.save(path)
-    assert_bit_identical(src, Net(NET, engine.TEST, weights=path))
+    assert_bit_identical(src, engine.Net(NET, engine.TEST, weights=path))
 
 
 def test_caffemodel_parses_as_plain_netparameter(tmp_path):
@@ -194,6 +193,30 @@ def test_v1_weights_file_with_legacy_blobs_loads(tmp_path):
     np.testing.assert_array_equal(net.layer_dict["conv1"].blobs[1].data, cb.astype(np.float32))
     np.testing.assert_array_equal(net.layer_dict["ip1"].blobs[0].data, iw.astype(np.float32))
     np.testing.assert_array_equal(net.layer_dict["ip1"].blobs[1].data, ib.astype(np.float32))
+
+
+def test_v0_weights_file_with_padding_layer_loads(tmp_path):
+    rng = np.random.default_rng(21)
+    cw, cb = rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
+    param = crema_pb2.NetParameter(name="v0")
+    param.input.append("data")
+    param.input_dim.extend([2, 1, 6, 6])
+    pad = param.layers.add(bottom=["data"], top=["pad1"])
+    pad.layer.name, pad.layer.type, pad.layer.pad = "pad1", "padding", 0
+    conv = param.layers.add(bottom=["pad1"], top=["conv1"])
+    conv.layer.name, conv.layer.type, conv.layer.num_output = "conv1", "conv", 3
+    conv.layer.blobs.extend([legacy_blob(cw, (3, 1, 3, 3)), legacy_blob(cb, (1, 1, 1, 3))])
+    path = tmp_path / "v0.caffemodel"
+    path.write_bytes(param.SerializeToString())
+    net = make_net(seed=22)
+    load_weights(net, path)
+    np.testing.assert_array_equal(net.layer_dict["conv1"].blobs[0].data, cw.astype(np.float32))
+    np.testing.assert_array_equal(net.layer_dict["conv1"].blobs[1].data, cb.astype(np.float32))
+    # A file mixing `layer` and `layers` cannot be upgraded (Caffe refuses too).
+    param.layer.add(name="new", type="ReLU")
+    path.write_bytes(param.SerializeToString())
+    with pytest.raises(WeightsError, match=r"v0.caffemodel.*both 'layer' and 'layers'"):
+        load_weights(net, path)
 
 
 def test_legacy_shape_rule_is_caffes_shape_equals(tmp_path):
