@@ -167,7 +167,7 @@ def test_autoencoder_without_stage_has_no_data_in_test(nets_dir):
 
 
 def test_lenet_with_hdf5_data(nets_dir, tmp_path):
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a runtime dependency of crema
     rng = np.random.default_rng(1)
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f["data"] = rng.random((70, 1, 28, 28), dtype=np.float32)
