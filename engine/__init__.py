@@ -13,8 +13,11 @@ from .registry import layer_type_list
 from .rng import set_random_seed
 from . import layers  # registers the built-in layer types; also NetSpec's layer generator
 from . import kernels, io
+from .kernels import set_num_threads, get_num_threads
 from .net import Net
 from .netspec import NetSpec, params, to_proto
+from .solvers import (get_solver, Solver, SGDSolver, NesterovSolver, AdaGradSolver,
+                      RMSPropSolver, AdaDeltaSolver, AdamSolver)
 
 __version__ = "0.1.0"
 

@@ -12,3 +12,15 @@ def set_random_seed(seed):
 
 def generator():
     return _generator
+
+
+def get_state():
+    """The generator's full state (for exact resume from a solver snapshot)."""
+    return _generator.bit_generator.state
+
+
+def set_state(state):
+    global _generator
+    bit_gen = getattr(np.random, state["bit_generator"])()
+    bit_gen.state = state
+    _generator = np.random.Generator(bit_gen)
