@@ -70,6 +70,5 @@ setup(
     packages=find_packages(include=["engine", "engine.*"]),
     ext_modules=[CMakeExtension("engine._kernels")],
     cmdclass={"build_py": BuildPy, "build_ext": CMakeBuild},
-    entry_points={"console_scripts": ["crema = engine.cli:main"]},
     zip_safe=False,
 )
