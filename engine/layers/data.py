@@ -166,6 +166,13 @@ class MemoryDataLayer(Layer):
     def reshape(self, bottom, top):
         self.kernel = "numpy"
 
+    def state_dict(self):
+        """The position in the arrays (the arrays themselves belong to the caller)."""
+        return {"pos": self._pos}
+
+    def load_state_dict(self, state):
+        self._pos = int(state["pos"])
+
     def set_input_arrays(self, data, labels):
         """Check the arrays as pycaffe does, then serve them from the first row."""
         if not isinstance(data, np.ndarray) or not isinstance(labels, np.ndarray):
@@ -360,6 +367,26 @@ class HDF5DataLayer(Layer):
             self._row = 0
             if self._shuffle:
                 self._perm = rng.generator().permutation(self._rows)
+
+    def state_dict(self):
+        """Where reading stands (file order, file, row, row permutation, global offset), so a
+        solver snapshot resumes on exactly the next row."""
+        return {"file_order": self._file_order.copy(), "current_file": self._current_file,
+                "row": self._row, "perm": self._perm.copy(), "offset": self.offset,
+                "num_files": len(self._files)}
+
+    def load_state_dict(self, state):
+        if int(state["num_files"]) != len(self._files):
+            raise self.error(f"saved reading position is for {int(state['num_files'])} files, "
+                             f"the source now lists {len(self._files)}")
+        self._file_order = np.asarray(state["file_order"], dtype=np.int64)
+        self._current_file = int(state["current_file"])
+        self._load(self._files[self._file_order[self._current_file]])
+        perm = np.asarray(state["perm"], dtype=np.int64)
+        if perm.shape != (self._rows,):
+            raise self.error(f"saved row permutation has {perm.size} rows, the file has "
+                             f"{self._rows}")
+        self._perm, self._row, self.offset = perm, int(state["row"]), int(state["offset"])
 
     def reshape(self, bottom, top):
         self.kernel = "numpy"  # shapes are fixed in setup, as in Caffe

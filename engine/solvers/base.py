@@ -31,7 +31,8 @@ Action requests (Caffe's SolverAction): `solver.action_request` may be a callabl
 iteration, after the update: "snapshot" snapshots and continues; "stop" sets requested_early_exit
 and leaves the loop. During a test it is polled before every test batch until it answers "none"
 (so it should report each request once): "snapshot" snapshots, "stop" interrupts the test ("Test
-interrupted.") and then training. solve() after a stop still writes the final snapshot when
+interrupted.") and then training. A snapshot requested during a test is taken at the end of that
+training iteration instead (Caffe takes it at once), so that resuming from it is exact. solve() after a stop still writes the final snapshot when
 snapshot_after_train is set (and none was written at that iteration), logs "Optimization stopped
 early." and returns without the final display and test - exactly Caffe's order.
 
@@ -134,6 +135,7 @@ class Solver(abc.ABC):
 
         self.callbacks = []  # (on_start, on_gradients_ready) pairs, pycaffe's add_callback
         self.action_request = None
+        self._deferred_snapshot = False  # a snapshot requested during a test
         self.requested_early_exit = False
         self.test_loss = None  # the last test's mean loss, with test_compute_loss
         self.net = None
@@ -342,7 +344,9 @@ class Solver(abc.ABC):
             self.iter += 1  # the number of updates applied so far
 
             request = self._requested_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot"
+                    or self._deferred_snapshot):
+                self._deferred_snapshot = False
                 self.snapshot()
             if request == "stop":
                 self.requested_early_exit = True
@@ -442,7 +446,9 @@ class Solver(abc.ABC):
             request = self._requested_action()
             while request != "none":
                 if request == "snapshot":
-                    self.snapshot()
+                    # Deferred to the end of this training iteration: a snapshot taken mid-test
+                    # would record a random state that a resumed run cannot reproduce.
+                    self._deferred_snapshot = True
                 elif request == "stop":
                     self.requested_early_exit = True
                 request = self._requested_action()

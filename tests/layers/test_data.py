@@ -394,3 +394,36 @@ def test_data_layers_registered_and_no_params():
     # the gradient check helper runs a data layer's (empty) backward without complaint
     check_gradient('type: "DummyData" top: "a" dummy_data_param { shape { dim: 2 } }', [],
                    n_top=1, check_bottom=[])
+
+
+def test_hdf5data_state_dict_resumes_on_the_next_row(tmp_path):
+    import h5py
+    rng = np.random.default_rng(0)
+    files = []
+    for k, n in enumerate((5, 7)):
+        path = tmp_path / f"part{k}.h5"
+        with h5py.File(path, "w") as f:
+            f["data"] = rng.standard_normal((n, 2)).astype(np.float32)
+        files.append(str(path))
+    (tmp_path / "list.txt").write_text("\n".join(files) + "\n")
+    text = (f'name: "h" type: "HDF5Data" top: "data" hdf5_data_param {{ source: "{tmp_path / "list.txt"}" '
+            'batch_size: 4 shuffle: true }')
+    engine.set_random_seed(3)
+    layer = layer_from_text(text)
+    _, top = run_forward(layer, [], n_top=1, dtype=np.float32)
+    for _ in range(2):
+        layer.forward([], top)
+    state = layer.state_dict()
+    expected = []
+    rng_state = engine.rng.get_state()
+    for _ in range(3):
+        layer.forward([], top)
+        expected.append(top[0].data.copy())
+    engine.set_random_seed(99)  # a different stream until the solver restores it
+    fresh = layer_from_text(text)
+    _, top2 = run_forward(fresh, [], n_top=1, dtype=np.float32)
+    fresh.load_state_dict(state)
+    engine.rng.set_state(rng_state)
+    for want in expected:
+        fresh.forward([], top2)
+        np.testing.assert_array_equal(top2[0].data, want)
