@@ -346,11 +346,12 @@ def cmd_train(flags):
         param.train_state.stage.extend(stages)
         if weights or flags.snapshot:
             del param.weights[:]  # the command line's -weights (or -snapshot) replace the file's
-        _paths_beside_solver(param, flags.solver)
     log.info("Use CPU.")
     handler = SignalHandler(sigint_effect, sighup_effect)
     try:
-        solver = engine.solvers.get_solver(param if edits else flags.solver)
+        # solver_path keeps messages naming the file and lets net paths resolve beside it
+        solver = engine.solvers.get_solver(param if edits else flags.solver,
+                                           solver_path=flags.solver)
         solver.action_request = handler
         for w in weights:
             log.info("Finetuning from %s", w)
@@ -367,24 +368,6 @@ def cmd_train(flags):
         # logs it again. Here it is logged once either way.
         log.info("Optimization Done.")
     return 0
-
-
-def _paths_beside_solver(param, solver_file):
-    """An edited SolverParameter no longer knows its file: give it the net files the solver
-    would find beside the solver file (when they are not in the working directory) as paths."""
-    folder = os.path.dirname(os.path.abspath(solver_file))
-
-    def fix(path):
-        if not path or os.path.isabs(path) or os.path.exists(path):
-            return path
-        beside = os.path.join(folder, path)
-        return beside if os.path.exists(beside) else path
-
-    for field in ("net", "train_net"):
-        if param.HasField(field):
-            setattr(param, field, fix(getattr(param, field)))
-    for i, path in enumerate(param.test_net):
-        param.test_net[i] = fix(path)
 
 
 # --- test ------------------------------------------------------------------------------------

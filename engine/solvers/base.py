@@ -83,15 +83,16 @@ def _read_param(source):
     return param, src
 
 
-def get_solver(solver, *, log=None):
+def get_solver(solver, *, log=None, solver_path=None):
     """The solver that `solver` (a path, prototxt text or SolverParameter) asks for with its
-    `type` (default "SGD"), as pycaffe's get_solver and Caffe's SolverRegistry."""
+    `type` (default "SGD"), as pycaffe's get_solver and Caffe's SolverRegistry. `solver_path`
+    names the file an edited SolverParameter came from (for messages and paths beside it)."""
     param, _ = _read_param(solver)
     cls = _SOLVERS.get(param.type)
     if cls is None:
         raise SolverError(f"Unknown solver type: {param.type} (known types: "
                           f"{', '.join(solver_type_list())})")
-    return cls(solver, log=log)
+    return cls(solver, log=log, solver_path=solver_path)
 
 
 def _g(value):
@@ -109,11 +110,11 @@ class Solver(abc.ABC):
     type = None
     history_sets = 1  # history arrays per learnable parameter (AdaDelta and Adam keep two)
 
-    def __init__(self, solver, *, log=None):
+    def __init__(self, solver, *, log=None, solver_path=None):
         self.log = log if log is not None else logging.getLogger("crema")
         param, source = read_solver_param(solver)
-        self.solver_path = source.path
-        self._label = source.label
+        self.solver_path = solver_path or source.path
+        self._label = solver_path or source.label
         if solver_needs_upgrade(param):
             self.log.info("Attempting to upgrade input file specified using deprecated "
                           "'solver_type' field (enum)': %s", self._label)
