@@ -384,19 +384,25 @@ def _float_bytes(arr):
     return memoryview(flat).cast("B")
 
 
-def _blob_chunks(blob, write_diff):
-    """The bytes of one LayerParameter.blobs entry (tag, length, BlobProto body) as a list of
-    buffers; the big float arrays are not copied."""
+def blobproto_parts(data, diff=None):
+    """The body of a BlobProto (packed float data (5), diff (6), shape (7)) as a list of buffers,
+    without copying the big arrays; b"".join() of it parses as a BlobProto."""
     parts = []
-    data = _float_bytes(blob.data)
-    if data.nbytes:
-        parts += [_header(5, data.nbytes), data]
-    if write_diff:
-        diff = _float_bytes(blob.diff)
-        if diff.nbytes:
-            parts += [_header(6, diff.nbytes), diff]
-    shape = crema_pb2.BlobShape(dim=[int(d) for d in blob.data.shape]).SerializeToString()
+    values = _float_bytes(data)
+    if values.nbytes:
+        parts += [_header(5, values.nbytes), values]
+    if diff is not None:
+        grads = _float_bytes(diff)
+        if grads.nbytes:
+            parts += [_header(6, grads.nbytes), grads]
+    shape = crema_pb2.BlobShape(dim=[int(d) for d in np.shape(data)]).SerializeToString()
     parts += [_header(7, len(shape)), shape]
+    return parts
+
+
+def _blob_chunks(blob, write_diff):
+    """The bytes of one LayerParameter.blobs entry (tag, length, BlobProto body)."""
+    parts = blobproto_parts(blob.data, blob.diff if write_diff else None)
     body = sum(len(p) for p in parts)  # memoryviews cast to bytes: len is the byte count
     return [_header(7, body)] + parts
 
