@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from .reference import im2col as _ref_im2col
+from .reference import winograd as _ref_winograd
 
 try:
     from . import _kernels as _native
@@ -78,4 +79,445 @@ def relu_backward(x, dy, dx, slope=0.0):
         _native.relu_backward(x, dy, dx, float(slope))
     else:
         np.copyto(dx, np.where(x > 0, dy, dy * np.asarray(slope, dy.dtype)))
+    return dx
+
+
+# -- pooling --------------------------------------------------------------------------------------
+# geometry = (N, C, H, W, kh, kw, ph, pw, sh, sw, pooled_h, pooled_w); the caller (the Pooling
+# layer) computes pooled_h/pooled_w with Caffe's formula. Windows and tie rules: see
+# engine/reference/pool.py, which is also the fallback here.
+
+_POOL_OPS = ("max_fwd", "max_bwd", "ave_fwd", "ave_bwd")
+
+
+def native_accepts(*arrays):
+    """Whether the native kernels take these arrays (float32, C-contiguous, native enabled)."""
+    return _native_ok(*arrays)
+
+
+def _mask_ok(mask):
+    return mask is None or (mask.dtype == np.int32 and mask.flags.c_contiguous)
+
+
+def _pool_args(geometry):
+    g = tuple(int(v) for v in geometry)
+    n, c, h, w, kh, kw, ph, pw, sh, sw, oh, ow = g
+    return g, (n, c, h, w), (kh, kw), (ph, pw), (sh, sw), (oh, ow)
+
+
+def pool_kernel_name(op, geometry, *arrays):
+    """The native kernel that `op` (max_fwd, max_bwd, ave_fwd, ave_bwd) runs for this geometry and
+    these arrays now (after CREMA_MAX_ISA), or 'numpy' when they go to the reference path."""
+    if op not in _POOL_OPS:
+        raise ValueError(f"pooling op must be one of {_POOL_OPS}, got {op!r}")
+    if not _native_ok(*arrays):
+        return "numpy"
+    try:
+        return _native.pool_kernel_name(op, tuple(int(v) for v in geometry))
+    except ValueError:  # a geometry the kernels do not take (an empty batch, say)
+        return "numpy"
+
+
+def max_pool_forward(x, geometry, y, mask=None):
+    """MAX pooling x (N, C, H, W) -> y (N, C, pooled_h, pooled_w); the argmax h*W + w (-1 for an
+    empty window) goes into `mask` when given (int32 for the native kernel)."""
+    g, _, kernel, pad, stride, pooled = _pool_args(geometry)
+    if _native_ok(x, y) and _mask_ok(mask):
+        _native.max_pool_forward(x, g, y, mask)
+    else:
+        from .reference import pool as ref
+        top, arg = ref.max_pool_forward(x, kernel, pad, stride, pooled)
+        y[...] = top
+        if mask is not None:
+            mask[...] = arg
+    return y
+
+
+def max_pool_backward(dy, mask, geometry, dx):
+    """dx = 0, then each dy goes to its argmax (windows sharing one add up)."""
+    g, shape, *_ = _pool_args(geometry)
+    if _native_ok(dy, dx) and mask is not None and _mask_ok(mask):
+        _native.max_pool_backward(dy, mask, g, dx)
+    else:
+        from .reference import pool as ref
+        dx[...] = ref.max_pool_backward(dy, mask, shape)
+    return dx
+
+
+def ave_pool_forward(x, geometry, y):
+    """AVE pooling (Caffe's divisor: the window clipped to the padded image) into y."""
+    g, _, kernel, pad, stride, pooled = _pool_args(geometry)
+    if _native_ok(x, y):
+        _native.ave_pool_forward(x, g, y)
+    else:
+        from .reference import pool as ref
+        y[...] = ref.ave_pool_forward(x, kernel, pad, stride, pooled)
+    return y
+
+
+def ave_pool_backward(dy, geometry, dx):
+    """dx = 0, then dy / divisor added over each window's image elements."""
+    g, shape, kernel, pad, stride, _ = _pool_args(geometry)
+    if _native_ok(dy, dx):
+        _native.ave_pool_backward(dy, g, dx)
+    else:
+        from .reference import pool as ref
+        dx[...] = ref.ave_pool_backward(dy, shape, kernel, pad, stride)
+    return dx
+
+
+# -- machine peak and threads ---------------------------------------------------------------------
+
+def peak_gflops(isa=None, seconds=0.2):
+    """Measured single-thread FP32 multiply-add throughput (GFLOP/s, 2 flops per FMA lane) of this
+    CPU with `isa` (default: the ISA in use). ValueError for an ISA this CPU/build/cap lacks."""
+    if _native is None:
+        raise RuntimeError(f"the native module is not built: {_native_error}")
+    if isa is None:
+        isa = _native.cpu_info()["isa"]
+    return float(_native.peak_gflops(str(isa), float(seconds)))
+
+
+def peak_gflops_all(seconds=0.2):
+    """{isa: GFLOP/s} for every usable ISA, best first ({} without the native module)."""
+    if _native is None:
+        return {}
+    return {isa: peak_gflops(isa, seconds) for isa in _native.cpu_info()["usable_isas"]}
+
+
+_requested_threads = 1  # what set_num_threads recorded when there is no native module
+
+
+def set_num_threads(n):
+    """Threads the native kernels use from now on, 1 to 1024 (OpenMP; at start OMP_NUM_THREADS or
+    the number of cores). A build without OpenMP (see openmp_enabled()) runs on one thread: the
+    value is only recorded there (get_num_threads() stays 1)."""
+    global _requested_threads
+    n = int(n)
+    if not 1 <= n <= 1024:
+        raise ValueError(f"set_num_threads: n must be between 1 and 1024, got {n}")
+    _requested_threads = n
+    if _native is not None:
+        _native.set_num_threads(n)
+
+
+def get_num_threads():
+    """Threads the native kernels use (1 without OpenMP or without the native module)."""
+    return int(_native.get_num_threads()) if _native is not None else 1
+
+
+def openmp_enabled():
+    return bool(_native is not None and _native.openmp_enabled())
+
+
+# -- direct convolution ---------------------------------------------------------------------------
+# geometry = (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, group):
+# x (N, C, H, W), w (K, C/group, R, S) (Caffe's layout), bias (K,), y (N, K, P, Q) with Caffe's
+# output size. The native kernels (kernels/include/crema/conv.h) need a float32 workspace of
+# conv_workspace_size(geometry) floats, owned by the caller (a layer sizes it at reshape). The
+# numpy fallback (any dtype, or no workspace) loops over the R*S taps only: one batched matrix
+# product per tap.
+
+CONV_OPS = ("fwd", "bwd_data", "bwd_weights")
+
+
+def conv_output_hw(geometry):
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    return ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1,
+            (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
+
+
+def conv_workspace_size(geometry):
+    """Floats of workspace the native kernels need for this geometry, whatever the ISA cap
+    (0 without the native module)."""
+    if _native is None:
+        return 0
+    return int(_native.conv_workspace_size(tuple(int(v) for v in geometry)))
+
+
+def conv_kernel_name(op, geometry, *arrays):
+    """The kernel `op` (fwd, bwd_data, bwd_weights) runs for this geometry with these arrays:
+    the native kernel's name (e.g. direct_blocked_avx512), or "numpy"."""
+    if op not in CONV_OPS:
+        raise ValueError(f"conv_kernel_name: op must be one of {CONV_OPS}, got {op!r}")
+    if not _native_ok(*arrays):
+        return "numpy"
+    return _native.conv_kernel_name(op, tuple(int(v) for v in geometry))
+
+
+def _conv_native(workspace, *arrays):
+    return (workspace is not None and _native_ok(workspace, *(a for a in arrays if a is not None)))
+
+
+def _np_conv_parts(geometry):
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    p, q = conv_output_hw(geometry)
+    # Tap (r, s) reads padded rows r*dh, r*dh + sh, ... (p of them) and columns likewise.
+    taps = [(r, s, (slice(r * dh, r * dh + (p - 1) * sh + 1, sh),
+                    slice(s * dw, s * dw + (q - 1) * sw + 1, sw)))
+            for r in range(kh) for s in range(kw)]
+    return n, c, h, w, k, ph, pw, grp, p, q, taps
+
+
+def _np_conv_forward(x, w, bias, y, geometry):
+    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
+    xp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(x, w))
+    xp[..., ph:ph + h, pw:pw + wd] = x.reshape(n, grp, c // grp, h, wd)
+    wg = w.reshape(grp, k // grp, c // grp, -1)
+    out = np.zeros((n, grp, k // grp, p * q), dtype=xp.dtype)
+    for t, (_, _, (rows, cols)) in enumerate(taps):
+        out += np.matmul(wg[..., t], xp[..., rows, cols].reshape(n, grp, c // grp, p * q))
+    out = out.reshape(n, k, p, q)
+    if bias is not None:
+        out += bias.reshape(1, k, 1, 1)
+    y[...] = out.reshape(y.shape)
+
+
+def _np_conv_backward_data(dy, w, dx, geometry):
+    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
+    dxp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(dy, w))
+    wt = w.reshape(grp, k // grp, c // grp, -1).transpose(0, 2, 1, 3)
+    dyg = dy.reshape(n, grp, k // grp, p * q)
+    for t, (_, _, (rows, cols)) in enumerate(taps):
+        dxp[..., rows, cols] += np.matmul(wt[..., t], dyg).reshape(n, grp, c // grp, p, q)
+    dx[...] = dxp[..., ph:ph + h, pw:pw + wd].reshape(dx.shape)
+
+
+def _np_conv_backward_weights(x, dy, dw, db, geometry):
+    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
+    xp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(x, dy))
+    xp[..., ph:ph + h, pw:pw + wd] = x.reshape(n, grp, c // grp, h, wd)
+    dyg = dy.reshape(n, grp, k // grp, p * q)
+    grad = np.zeros((grp, k // grp, c // grp, len(taps)), dtype=xp.dtype)
+    for t, (_, _, (rows, cols)) in enumerate(taps):
+        patch = xp[..., rows, cols].reshape(n, grp, c // grp, p * q)
+        grad[..., t] = np.matmul(dyg, patch.transpose(0, 1, 3, 2)).sum(axis=0)
+    dw += grad.reshape(dw.shape).astype(dw.dtype, copy=False)
+    if db is not None:
+        db += dy.reshape(n, k, p * q).sum(axis=(0, 2)).reshape(db.shape).astype(db.dtype,
+                                                                              copy=False)
+
+
+def conv_forward(x, w, bias, y, geometry, workspace=None):
+    """y = conv(x, w) + bias (bias may be None), written into y."""
+    if _conv_native(workspace, x, w, bias, y):
+        _native.conv_forward(x, w, bias, y, tuple(int(v) for v in geometry), workspace)
+    else:
+        _np_conv_forward(x, w, bias, y, geometry)
+    return y
+
+
+def conv_backward_data(dy, w, dx, geometry, workspace=None):
+    """dx = the data gradient of conv_forward for dy (overwrites dx)."""
+    if _conv_native(workspace, dy, w, dx):
+        _native.conv_backward_data(dy, w, dx, tuple(int(v) for v in geometry), workspace)
+    else:
+        _np_conv_backward_data(dy, w, dx, geometry)
+    return dx
+
+
+def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
+    """dw += the weight gradient; db += the bias gradient (sum of dy over N, P, Q) unless None."""
+    if _conv_native(workspace, x, dy, dw, db):
+        _native.conv_backward_weights(x, dy, dw, db, tuple(int(v) for v in geometry), workspace)
+    else:
+        _np_conv_backward_weights(x, dy, dw, db, geometry)
+    return dw
+
+
+# -- choosing between the direct and the Winograd convolution ------------------------------------
+# The Winograd kernels (kernels/include/crema/winograd.h) take 3x3, stride 1, dilation 1, one
+# group, pad 0..2; they do fewer multiplications but transform every tile. conv_algorithm() picks
+# per geometry and pass: it times both on one image of the geometry the first time it is asked
+# (cached for the process, per ISA cap) and keeps the faster.
+# CREMA_CONV_ALGO=direct|winograd forces a choice (winograd only where its kernels apply).
+
+_CONV_ALGO_VALUES = ("auto", "direct", "winograd")
+_conv_algo_cache = {}
+
+
+def _best_ms(fn, reps=3):
+    import time
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def _time_conv_algorithms(geometry, op):
+    """(direct ms, winograd ms) of `op` on one image of the geometry (random data), each the
+    best of 3 runs on one thread: with no thread waiting at a barrier for a descheduled peer, a
+    shared machine disturbs single runs, not the ranking."""
+    threads = get_num_threads()
+    set_num_threads(1)
+    try:
+        return _time_conv_algorithms_1t(geometry, op)
+    finally:
+        set_num_threads(threads)
+
+
+def _time_conv_algorithms_1t(geometry, op):
+    g1 = (1,) + tuple(int(v) for v in geometry[1:])
+    n, c, h, w, k, kh, kw = g1[:7]
+    p, q = conv_output_hw(g1)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((k, c, kh, kw), dtype=np.float32)
+    dy = rng.standard_normal((1, k, p, q), dtype=np.float32)
+    ws = np.zeros(max(conv_workspace_size(g1), 1), np.float32)
+    backward = op != "fwd"
+    wws = np.zeros(max(winograd_workspace_size(g1, threads=1, backward=backward), 1), np.float32)
+    cache = np.zeros(max(winograd_filter_cache_size(g1, backward=backward), 1), np.float32)
+    if op == "fwd":
+        y = np.empty((1, k, p, q), np.float32)
+        return (_best_ms(lambda: _native.conv_forward(x, wt, None, y, g1, ws)),
+                _best_ms(lambda: winograd_conv2d_forward(x, wt, None, y, g1, wws, cache)))
+    dx = np.empty((1, c, h, w), np.float32)
+    return (_best_ms(lambda: _native.conv_backward_data(dy, wt, dx, g1, ws)),
+            _best_ms(lambda: winograd_conv2d_backward_data(dy, wt, dx, g1, wws, cache)))
+
+
+def conv_algorithm(geometry, op="fwd"):
+    """'winograd' or 'direct': the algorithm to run `op` ('fwd' or 'bwd_data'; the weight
+    gradient is always direct) of this convolution with the native float32 kernels. 'winograd'
+    only where its kernels apply and, unless CREMA_CONV_ALGO forces it, where they ran faster
+    on one image of this geometry (timed once per process and ISA cap)."""
+    if op not in CONV_OPS:
+        raise ValueError(f"conv_algorithm: op must be one of {CONV_OPS}, got {op!r}")
+    mode = os.environ.get("CREMA_CONV_ALGO", "auto")
+    if mode not in _CONV_ALGO_VALUES:
+        raise ValueError(f"CREMA_CONV_ALGO={mode!r} is not one of {_CONV_ALGO_VALUES}")
+    if op == "bwd_weights" or mode == "direct" or not native_available() \
+            or not winograd_available(geometry):
+        return "direct"
+    if mode == "winograd":
+        return "winograd"
+    key = (tuple(int(v) for v in geometry[1:]), op, _native.cpu_info()["isa"])
+    if key not in _conv_algo_cache:
+        direct_ms, winograd_ms = _time_conv_algorithms(geometry, op)
+        _conv_algo_cache[key] = "winograd" if winograd_ms < direct_ms else "direct"
+    return _conv_algo_cache[key]
+
+
+# -- Winograd convolution: the public entry points ------------------------------------------------
+# geometry = the direct convolution's (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w,
+# dilation_h, dilation_w, group). Float32 C-contiguous arrays run the native kernels
+# (kernels/include/crema/winograd.h: F(4x4,3x3) / F(2x2,3x3), AVX-512, AVX2 or scalar); anything
+# else runs engine/reference/winograd.py, the same algorithm in numpy in the arrays' dtype (exact
+# to rounding in float64). Errors against the float64 direct convolution: see winograd.h.
+
+def winograd_supported(geometry):
+    """Whether the Winograd path computes this convolution: a 3x3 kernel, stride 1, dilation 1,
+    one group, pad 0..2 on each axis and a non-empty output (any dtype)."""
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    return ((kh, kw, sh, sw, dh, dw, grp) == (3, 3, 1, 1, 1, 1, 1) and 0 <= ph <= 2
+            and 0 <= pw <= 2 and min(n, c, h, w, k) > 0 and h + 2 * ph > 2 and w + 2 * pw > 2)
+
+
+def winograd_available(geometry):
+    """winograd_supported(geometry) and the native Winograd kernels are built."""
+    return (_native is not None and hasattr(_native, "winograd_forward")
+            and winograd_supported(geometry))
+
+
+def winograd_kernel_name(geometry, backward=False):
+    """The native Winograd kernel (ISA and tile) that would run this geometry's pass."""
+    return _native.winograd_kernel_name(_winograd_args(geometry, None, backward))
+
+
+def _winograd_args(geometry, tile, backward):
+    """(N, C, H, W, K, pad_h, pad_w, tile) for the native kernels, checking the geometry."""
+    if not winograd_supported(geometry):
+        raise ValueError(f"the Winograd convolution needs a 3x3 kernel, stride 1, dilation 1, "
+                         f"one group, pad 0..2 and a non-empty output; got geometry "
+                         f"{tuple(int(v) for v in geometry)} (N, C, H, W, K, R, S, pad_h, "
+                         f"pad_w, stride_h, stride_w, dilation_h, dilation_w, group)")
+    n, c, h, w, k, _, _, ph, pw = (int(v) for v in geometry[:9])
+    if tile is None:
+        tile = (_ref_winograd.choose_tile(h, w, k, c) if backward else
+                _ref_winograd.choose_tile(h + 2 * ph - 2, w + 2 * pw - 2, c, k))
+    if int(tile) not in (2, 4):
+        raise ValueError(f"tile must be 4 (F(4x4,3x3)) or 2 (F(2x2,3x3)), got {tile}")
+    return (n, c, h, w, k, ph, pw, int(tile))
+
+
+def winograd_tile(geometry, backward=False):
+    """The tile (4 or 2) used when none is given: F(4x4,3x3) unless F(2x2)'s estimated work is
+    lower (outputs a few pixels wide); backward=True for the data-gradient pass."""
+    return _winograd_args(geometry, None, backward)[7]
+
+
+def winograd_workspace_size(geometry, threads=None, tile=None, backward=False):
+    """float32 elements of the `workspace` of winograd_conv2d_forward (or, backward=True, of
+    winograd_conv2d_backward_data) for `threads` threads (default: get_num_threads()); a call
+    uses as many threads as its workspace has room for. 0 without the native module."""
+    args = _winograd_args(geometry, tile, backward)
+    threads = get_num_threads() if threads is None else int(threads)
+    if _native is None:
+        return 0
+    return int(_native.winograd_workspace_size(args, threads, bool(backward)))
+
+
+def winograd_filter_cache_size(geometry, tile=None, backward=False):
+    """float32 elements of the `filter_cache` of the forward (or backward=True data-gradient)
+    pass. The cache keeps the transformed filter with a copy of the weights it came from and
+    recomputes it whenever the weights (compared bit for bit) or the geometry change; one cache
+    per layer and pass, any initial contents. 0 without the native module."""
+    args = _winograd_args(geometry, tile, backward)
+    if _native is None:
+        return 0
+    return int(_native.winograd_filter_cache_size(args, bool(backward)))
+
+
+def _winograd_native(arrays, buffers):
+    return _native_ok(*(a for a in arrays if a is not None)) and all(
+        b is None or _native_ok(b) for b in buffers)
+
+
+def winograd_conv2d_forward(x, w, bias, y, geometry, workspace=None, filter_cache=None,
+                            tile=None):
+    """y = conv3x3(x, w) + bias (bias may be None), written into y: x (N, C, H, W), w (K, C, 3, 3),
+    bias (K,), y (N, K, H + 2 pad_h - 2, W + 2 pad_w - 2) (any shapes with those sizes).
+    workspace / filter_cache: float32 arrays of winograd_workspace_size / winograd_filter_cache_
+    size elements owned by the caller; None allocates them for this call only. tile: 4, 2 or
+    None (winograd_tile). ValueError where winograd_supported(geometry) is False."""
+    n, c, h, wd, k, ph, pw, m = args = _winograd_args(geometry, tile, False)
+    p, q = h + 2 * ph - 2, wd + 2 * pw - 2
+    if _winograd_native((x, w, bias, y), (workspace, filter_cache)):
+        if workspace is None:
+            workspace = np.empty(winograd_workspace_size(geometry, tile=m), np.float32)
+        if filter_cache is None:
+            filter_cache = np.zeros(winograd_filter_cache_size(geometry, tile=m), np.float32)
+        _native.winograd_forward(x.reshape(n, c, h, wd), w.reshape(k, c, 3, 3),
+                                 None if bias is None else bias.reshape(k), args,
+                                 y.reshape(n, k, p, q), workspace, filter_cache)
+    else:
+        y[...] = _ref_winograd.conv2d_forward(
+            np.asarray(x).reshape(n, c, h, wd), np.asarray(w).reshape(k, c, 3, 3),
+            None if bias is None else np.asarray(bias).reshape(k), (ph, pw), m).reshape(y.shape)
+    return y
+
+
+def winograd_conv2d_backward_data(dy, w, dx, geometry, workspace=None, filter_cache=None,
+                                  tile=None):
+    """dx = the data gradient of winograd_conv2d_forward for dy (N, K, P, Q), overwritten:
+    dx (N, C, H, W). Buffers as for the forward pass, sized with backward=True."""
+    n, c, h, wd, k, ph, pw, m = args = _winograd_args(geometry, tile, True)
+    p, q = h + 2 * ph - 2, wd + 2 * pw - 2
+    if _winograd_native((dy, w, dx), (workspace, filter_cache)):
+        if workspace is None:
+            workspace = np.empty(winograd_workspace_size(geometry, tile=m, backward=True),
+                                 np.float32)
+        if filter_cache is None:
+            filter_cache = np.zeros(winograd_filter_cache_size(geometry, tile=m, backward=True),
+                                    np.float32)
+        _native.winograd_backward_data(dy.reshape(n, k, p, q), w.reshape(k, c, 3, 3), args,
+                                       dx.reshape(n, c, h, wd), workspace, filter_cache)
+    else:
+        dx[...] = _ref_winograd.conv2d_backward_data(
+            np.asarray(dy).reshape(n, k, p, q), np.asarray(w).reshape(k, c, 3, 3), (ph, pw),
+            m).reshape(dx.shape)
     return dx

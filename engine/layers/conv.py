@@ -6,8 +6,14 @@ All three read ConvolutionParameter with Caffe's rules (BaseConvolutionLayer::La
   exclude the repeated form of the same field;
 - `axis` (default 1) is the channel axis; the axes before it are the batch ("num"), the two after
   it the spatial axes. Only 2 spatial axes are supported: N-D convolution is refused.
-The column workspace (one image at a time) is allocated in reshape; engine.kernels.im2col/col2im
-run natively for float32 when the native module is built, in numpy otherwise (always for float64).
+float32 Convolution/Deconvolution run the native direct convolution kernels (engine.kernels.conv_*,
+kernels/include/crema/conv.h: blocked layouts and register-tiled micro-kernels, no im2col), or for
+the forward and data-gradient passes the Winograd kernels where engine.kernels.conv_algorithm
+finds them faster; workspaces are allocated in reshape and the chosen kernel's name is recorded
+in `self.kernel` (`self.kernels` names all three passes, `self.algorithm` the choice). float64
+(gradient checks), CREMA_KERNELS=reference and builds without the native module take the
+im2col + matrix-product path below, whose column workspace (one image at a time) is allocated on
+first use.
 """
 import numpy as np
 
@@ -198,11 +204,87 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                            * self.kernel_hw[1])
         self.out_spatial = self.conv_out_hw[0] * self.conv_out_hw[1]
         dtype = bottom[0].data.dtype
-        col_shape = (self.kernel_dim * self.group, self.out_spatial)
-        if getattr(self, "col", None) is None or self.col.shape != col_shape \
-                or self.col.dtype != dtype:
-            self.col = np.empty(col_shape, dtype=dtype)
+        self.col_spec = ((self.kernel_dim * self.group, self.out_spatial), dtype)
+        col = getattr(self, "col", None)
+        if col is not None and (col.shape, col.dtype) != self.col_spec:
+            self.col = None  # the im2col path allocates it on first use
         self.kernel = "numpy gemm (1x1)" if self.is_1x1 else self._kernel_name(dtype)
+        self._setup_native(bottom[0].data)
+
+    def _setup_native(self, x):
+        """Chooses the native direct kernels for float32 and sizes their workspace."""
+        kh, kw = self.kernel_hw
+        self.native_geometry = (self.num, self.conv_in_channels, self.conv_in_hw[0],
+                                self.conv_in_hw[1], self.conv_out_channels, kh, kw,
+                                self.pad_hw[0], self.pad_hw[1], self.stride_hw[0],
+                                self.stride_hw[1], self.dilation_hw[0], self.dilation_hw[1],
+                                self.group)
+        self.kernels = None
+        if not (x.dtype == np.float32 and kernels.native_available() and self.num > 0):
+            self.conv_ws = None
+            return
+        try:
+            size = kernels.conv_workspace_size(self.native_geometry)
+        except ValueError:  # a geometry the native kernels refuse (e.g. absurdly large)
+            self.conv_ws = None
+            return
+        ws = getattr(self, "conv_ws", None)
+        if ws is None or ws.size < size:
+            self.conv_ws = np.empty(max(size, 1), dtype=np.float32)
+        names = {op: kernels.conv_kernel_name(op, self.native_geometry, x)
+                 for op in kernels.CONV_OPS}
+        # The convolution's forward and data-gradient passes may run as Winograd where that is
+        # faster (engine.kernels.conv_algorithm); its buffers are allocated here too.
+        self.algorithm = {op: kernels.conv_algorithm(self.native_geometry, op)
+                          for op in ("fwd", "bwd_data")}
+        if "winograd" in self.algorithm.values():
+            g = self.native_geometry
+            sizes = (max(kernels.winograd_workspace_size(g), kernels.winograd_workspace_size(
+                         g, backward=True)),
+                     kernels.winograd_filter_cache_size(g),
+                     kernels.winograd_filter_cache_size(g, backward=True))
+            old = getattr(self, "_winograd_buffers", None)
+            if old is None or any(b.size < n for b, n in zip(old, sizes)):
+                # the filter caches start zeroed: their header then never matches a geometry
+                self._winograd_buffers = (np.empty(max(sizes[0], 1), np.float32),
+                                          np.zeros(max(sizes[1], 1), np.float32),
+                                          np.zeros(max(sizes[2], 1), np.float32))
+            for op, algo in self.algorithm.items():
+                if algo == "winograd":
+                    names[op] = kernels.winograd_kernel_name(g, backward=op == "bwd_data")
+        # Deconvolution's forward pass is the convolution's data gradient and vice versa.
+        if self.reverse:
+            self.kernels = {"forward": names["bwd_data"], "backward_data": names["fwd"],
+                            "backward_weights": names["bwd_weights"]}
+        else:
+            self.kernels = {"forward": names["fwd"], "backward_data": names["bwd_data"],
+                            "backward_weights": names["bwd_weights"]}
+        self.kernel = self.kernels["forward"]
+
+    def _conv_fwd(self, x, w, bias, y):
+        """The convolution's forward pass (native float32), direct or Winograd."""
+        if self.algorithm["fwd"] == "winograd":
+            ws, cache_f, _ = self._winograd_buffers
+            kernels.winograd_conv2d_forward(x, w, bias, y, self.native_geometry, ws, cache_f)
+        else:
+            kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws)
+
+    def _conv_bwd_data(self, dy, w, dx):
+        """The convolution's data gradient (native float32), direct or Winograd."""
+        if self.algorithm["bwd_data"] == "winograd":
+            ws, _, cache_b = self._winograd_buffers
+            kernels.winograd_conv2d_backward_data(dy, w, dx, self.native_geometry, ws, cache_b)
+        else:
+            kernels.conv_backward_data(dy, w, dx, self.native_geometry, self.conv_ws)
+
+    def _native(self, *arrays):
+        return self.kernels is not None and kernels.native_accepts(*arrays)
+
+    def _col_buffer(self):
+        if getattr(self, "col", None) is None:
+            shape, dtype = self.col_spec
+            self.col = np.empty(shape, dtype=dtype)
+        return self.col
 
     def _deconv_out_hw(self, in_hw):
         out = []
@@ -227,7 +309,7 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         if self.is_1x1:
             col = image.reshape(self.kernel_dim * self.group, self.out_spatial)
         else:
-            col = kernels.im2col(np.ascontiguousarray(image), self.geom, self.col)
+            col = kernels.im2col(np.ascontiguousarray(image), self.geom, self._col_buffer())
         return col.reshape(self.group, self.kernel_dim, self.out_spatial)
 
     def _forward_gemm(self, image, out):
@@ -268,6 +350,11 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                 dy = t.diff.reshape(self.num, self.num_output, -1)
                 self.blobs[1].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[1].shape)
 
+    def _param_arrays(self, which):
+        w = getattr(self.blobs[0], which)
+        b = getattr(self.blobs[1], which) if self.bias_term else None
+        return w, b
+
 
 @register_layer("Convolution")
 class ConvolutionLayer(_BaseConvolution):
@@ -284,6 +371,12 @@ class ConvolutionLayer(_BaseConvolution):
     """
 
     def forward(self, bottom, top):
+        w, bias = self._param_arrays("data")
+        if self._native(w, *(a for a in (bias,) if a is not None),
+                        *(b.data for b in bottom), *(t.data for t in top)):
+            for b, t in zip(bottom, top):
+                self._conv_fwd(b.data, w, bias, t.data)
+            return
         c, m = self.channels, self.num_output
         for b, t in zip(bottom, top):
             x = self._views(b, "data", c, self.in_hw)
@@ -293,9 +386,24 @@ class ConvolutionLayer(_BaseConvolution):
             self._bias_add(y)
 
     def backward(self, top, propagate_down, bottom):
+        want_w = param_needs_grad(self, 0)
+        want_b = self.bias_term and param_needs_grad(self, 1)
+        w, _ = self._param_arrays("data")
+        dw, db = self._param_arrays("diff")
+        if self._native(w, dw, *(a for a in (db,) if a is not None),
+                        *(b.data for b in bottom), *(b.diff for b in bottom),
+                        *(t.diff for t in top)):
+            for i, (b, t) in enumerate(zip(bottom, top)):
+                if want_w:
+                    kernels.conv_backward_weights(b.data, t.diff, dw, db if want_b else None,
+                                                  self.native_geometry, self.conv_ws)
+                elif want_b:
+                    self._bias_grad([t])
+                if propagate_down[i]:
+                    self._conv_bwd_data(t.diff, w, b.diff)
+            return
         c, m = self.channels, self.num_output
         self._bias_grad(top)
-        want_w = param_needs_grad(self, 0)
         for i, (b, t) in enumerate(zip(bottom, top)):
             dy = self._views(t, "diff", m, self.out_hw)
             x = self._views(b, "data", c, self.in_hw)
@@ -321,6 +429,13 @@ class DeconvolutionLayer(_BaseConvolution):
 
     def forward(self, bottom, top):
         c, m = self.channels, self.num_output
+        w, _ = self._param_arrays("data")
+        if self._native(w, *(b.data for b in bottom), *(t.data for t in top)):
+            # The convolution (top -> bottom geometry) run backwards: y = conv^T(x).
+            for b, t in zip(bottom, top):
+                self._conv_bwd_data(b.data, w, t.data)
+                self._bias_add(self._views(t, "data", m, self.out_hw))
+            return
         for b, t in zip(bottom, top):
             x = self._views(b, "data", c, self.in_hw)
             y = self._views(t, "data", m, self.out_hw)
@@ -332,6 +447,17 @@ class DeconvolutionLayer(_BaseConvolution):
         c, m = self.channels, self.num_output
         self._bias_grad(top)
         want_w = param_needs_grad(self, 0)
+        w, _ = self._param_arrays("data")
+        dw, _ = self._param_arrays("diff")
+        if self._native(w, dw, *(b.data for b in bottom), *(b.diff for b in bottom),
+                        *(t.diff for t in top)):
+            for i, (b, t) in enumerate(zip(bottom, top)):
+                if want_w:  # the convolution's input is the top, its output the bottom
+                    kernels.conv_backward_weights(t.diff, b.data, dw, None,
+                                                  self.native_geometry, self.conv_ws)
+                if propagate_down[i]:
+                    self._conv_fwd(t.diff, w, None, b.diff)
+            return
         for i, (b, t) in enumerate(zip(bottom, top)):
             dy = self._views(t, "diff", m, self.out_hw)
             x = self._views(b, "data", c, self.in_hw)

@@ -7,7 +7,7 @@ against).
 """
 import numpy as np
 
-from .. import crema_pb2, rng
+from .. import crema_pb2, kernels, rng
 from ..blob import Blob
 from ..errors import LayerError
 from ..layer import Layer, TRAIN
@@ -125,15 +125,35 @@ class PoolingLayer(Layer):
         (kh, kw), (ph, pw), (sh, sw) = self.kernel_hw, self.pad_hw, self.stride_hw
         (oh, ow) = self.pooled_hw
         self.padded_hw = (max((oh - 1) * sh + kh, ph + h), max((ow - 1) * sw + kw, pw + w))
-        self.buf = np.empty((n, c) + self.padded_hw, dtype=b.data.dtype)
+        # Allocated on first use: the native kernels (float32 MAX/AVE) never need it.
+        self.buf = None
+        self.buf_spec = ((n, c) + self.padded_hw, b.data.dtype)
         # Image row/column read by offset (i, j) of each window; Caffe's window limits.
         self.rows = np.arange(oh) * sh - ph
         self.cols = np.arange(ow) * sw - pw
+        # float32 MAX/AVE run in native kernels (engine.kernels decides per call; float64 and
+        # CREMA_KERNELS=reference stay on the numpy path below).
+        self.pool_geometry = (n, c, h, w, kh, kw, ph, pw, sh, sw, oh, ow)
         self.kernel = "numpy"
+        if self.method in (MAX, AVE):
+            op = "max_fwd" if self.method == MAX else "ave_fwd"
+            self.kernel = kernels.pool_kernel_name(op, self.pool_geometry, b.data)
+        self.mask32 = (np.empty((n, c) + self.pooled_hw, dtype=np.int32)
+                       if self.method == MAX and self.kernel != "numpy" else None)
 
     # -- helpers -------------------------------------------------------------------------------
+    def _workspace(self):
+        shape, dtype = self.buf_spec
+        if self.buf is None:
+            self.buf = np.empty(shape, dtype=dtype)
+        return self.buf
+
+    def _native(self, *arrays):
+        return self.kernel != "numpy" and kernels.native_accepts(*arrays)
+
     def _fill(self, x, value):
         (h, w), (ph, pw) = self.in_hw, self.pad_hw
+        self._workspace()
         self.buf.fill(value)
         self.buf[:, :, ph:ph + h, pw:pw + w] = x
         return self.buf
@@ -175,6 +195,15 @@ class PoolingLayer(Layer):
     # -- forward / backward --------------------------------------------------------------------
     def forward(self, bottom, top):
         x = bottom[0].data
+        if self.method in (MAX, AVE) and self._native(x, top[0].data):
+            if self.method == AVE:
+                kernels.ave_pool_forward(x, self.pool_geometry, top[0].data)
+                return
+            kernels.max_pool_forward(x, self.pool_geometry, top[0].data, self.mask32)
+            self.mask = self.mask32
+            if len(top) > 1:
+                top[1].data[...] = self.mask32
+            return
         if self.method == MAX:
             self._forward_max(x, top)
         elif self.method == AVE:
@@ -240,7 +269,12 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff
-        if self.method == MAX:
+        dx = bottom[0].diff
+        if self.method == MAX and self.mask.dtype == np.int32 and self._native(dy, dx):
+            kernels.max_pool_backward(dy, self.mask, self.pool_geometry, dx)
+        elif self.method == AVE and self._native(dy, dx):
+            kernels.ave_pool_backward(dy, self.pool_geometry, dx)
+        elif self.method == MAX:
             self._route(dy, self.mask, bottom[0])
         elif self.method == STOCHASTIC and self.phase == TRAIN:
             self._route(dy, self.rand_idx, bottom[0])
@@ -251,7 +285,7 @@ class PoolingLayer(Layer):
                 # TEST-phase stochastic: y = S2 / S1 per window, dy/dx_k = (2 x_k - y) / S1.
                 # (Caffe defines no TEST backward; this is the exact gradient of the TEST output.)
                 g = None
-            gbuf = np.zeros(self.buf.shape, dtype=dy.dtype)
+            gbuf = np.zeros(self.buf_spec[0], dtype=dy.dtype)
             if g is None:
                 xbuf = self._fill(bottom[0].data, 0)
                 y = top[0].data

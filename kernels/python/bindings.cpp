@@ -10,8 +10,13 @@
 #include "crema/eltwise.h"
 #include "crema/im2col.h"
 #include "crema/isa.h"
+#include "crema/peak.h"
+#include "crema/pool.h"
+#include "crema/threads.h"
 
 namespace py = pybind11;
+void bind_conv(py::module_& m);  // bind_conv.cpp: direct convolution
+void bind_winograd(py::module_& m);  // bind_winograd.cpp: Winograd convolution
 using Arr = py::array_t<float, py::array::c_style>;
 
 namespace {
@@ -39,10 +44,61 @@ crema::Conv2dGeom geom(const py::tuple& t) {
   return g;
 }
 
+// Pooling geometry (N, C, H, W, kh, kw, ph, pw, sh, sw, pooled_h, pooled_w).
+crema::PoolGeom pool_geom(const py::tuple& t) {
+  require(py::len(t) == 12, "pooling geometry must be (N, C, H, W, kh, kw, ph, pw, sh, sw, "
+                            "pooled_h, pooled_w)");
+  crema::PoolGeom g{};
+  int64_t* f[] = {&g.num, &g.channels, &g.height, &g.width, &g.kernel_h, &g.kernel_w,
+                  &g.pad_h, &g.pad_w, &g.stride_h, &g.stride_w, &g.pooled_h, &g.pooled_w};
+  for (int i = 0; i < 12; ++i) *f[i] = t[i].cast<int64_t>();
+  const char* err = crema::pool_geom_error(g);
+  require(err == nullptr, std::string("pooling geometry: ") + (err ? err : ""));
+  return g;
+}
+
+// a * b * c * d, or -1 when it overflows int64 (no array can have that many elements).
+int64_t count4(int64_t a, int64_t b, int64_t c, int64_t d) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
+      __builtin_mul_overflow(r, d, &r))
+    return -1;
+  return r;
+}
+
+void check_pool_sizes(const char* op, const crema::PoolGeom& g, py::ssize_t in_size,
+                      py::ssize_t out_size, const char* in_name, const char* out_name) {
+  const int64_t in = count4(g.num, g.channels, g.height, g.width);
+  const int64_t out = count4(g.num, g.channels, g.pooled_h, g.pooled_w);
+  require(in >= 0 && in == in_size,
+          std::string(op) + ": " + in_name + " has " + std::to_string(in_size) +
+              " elements, the geometry needs N*C*H*W = " + std::to_string(in));
+  require(out >= 0 && out == out_size,
+          std::string(op) + ": " + out_name + " has " + std::to_string(out_size) +
+              " elements, the geometry needs N*C*pooled_h*pooled_w = " + std::to_string(out));
+}
+
+using MaskArr = py::array_t<int32_t, py::array::c_style>;
+
+// The argmax mask: an int32, C-contiguous array (never a converted copy, which would hide writes).
+MaskArr as_mask(const py::handle& obj, const char* op) {
+  require(MaskArr::check_(obj), std::string(op) + ": mask must be a C-contiguous int32 array");
+  return py::reinterpret_borrow<MaskArr>(obj);
+}
+
+crema::Isa isa_from_name(const std::string& name) {
+  if (name == "avx512") return crema::Isa::avx512;
+  if (name == "avx2") return crema::Isa::avx2;
+  if (name == "scalar") return crema::Isa::scalar;
+  throw py::value_error("unknown ISA '" + name + "' (avx512, avx2 or scalar)");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "crema native kernels (C++17)";
+  bind_conv(m);
+  bind_winograd(m);
 
   m.def("cpu_info", [] {
     const auto& c = crema::cpu_info();
@@ -110,4 +166,92 @@ PYBIND11_MODULE(_kernels, m) {
     py::gil_scoped_release nogil;
     k.bwd(xp, gp, dp, n, slope);
   }, py::arg("x"), py::arg("dy"), py::arg("dx").noconvert(), py::arg("slope"));
+
+  // -- pooling -----------------------------------------------------------------------------
+  m.def("pool_kernel_name", [](const std::string& op, py::tuple g_) {
+    auto g = pool_geom(g_);
+    if (op == "max_fwd") return std::string(crema::max_pool_fwd_kernel(g).name);
+    if (op == "max_bwd") return std::string(crema::max_pool_bwd_kernel(g).name);
+    if (op == "ave_fwd") return std::string(crema::ave_pool_fwd_kernel(g).name);
+    if (op == "ave_bwd") return std::string(crema::ave_pool_bwd_kernel(g).name);
+    throw py::value_error("pool_kernel_name: op must be max_fwd, max_bwd, ave_fwd or ave_bwd, "
+                          "got '" + op + "'");
+  }, py::arg("op"), py::arg("geometry"));
+
+  m.def("max_pool_forward", [](Arr x, py::tuple g_, Arr y, py::object mask) {
+    auto g = pool_geom(g_);
+    check_pool_sizes("max_pool_forward", g, x.size(), y.size(), "x", "y");
+    int32_t* mp = nullptr;
+    MaskArr mask_arr;
+    if (!mask.is_none()) {
+      mask_arr = as_mask(mask, "max_pool_forward");
+      require(mask_arr.size() == y.size(), "max_pool_forward: mask has " +
+              std::to_string(mask_arr.size()) + " elements, y has " + std::to_string(y.size()));
+      require(mask_arr.writeable(), "mask must be writeable");
+      mp = mask_arr.mutable_data();
+    }
+    const auto& k = crema::max_pool_fwd_kernel(g);
+    const float* xp = x.data();
+    float* yp = mut(y, "y");
+    py::gil_scoped_release nogil;
+    k.fn(xp, g, yp, mp);
+  }, py::arg("x"), py::arg("geometry"), py::arg("y").noconvert(), py::arg("mask") = py::none(),
+     "MAX pooling of x (N, C, H, W) into y (N, C, pooled_h, pooled_w); the argmax (h*W + w in "
+     "the plane, -1 for an empty window) goes into mask (int32, y's size) unless it is None.");
+
+  m.def("max_pool_backward", [](Arr dy, py::object mask, py::tuple g_, Arr dx) {
+    auto g = pool_geom(g_);
+    check_pool_sizes("max_pool_backward", g, dx.size(), dy.size(), "dx", "dy");
+    MaskArr mask_arr = as_mask(mask, "max_pool_backward");
+    require(mask_arr.size() == dy.size(), "max_pool_backward: mask has " +
+            std::to_string(mask_arr.size()) + " elements, dy has " + std::to_string(dy.size()));
+    const auto& k = crema::max_pool_bwd_kernel(g);
+    const float* gp = dy.data();
+    const int32_t* mp = mask_arr.data();
+    float* dp = mut(dx, "dx");
+    py::gil_scoped_release nogil;
+    k.fn(gp, mp, g, dp);
+  }, py::arg("dy"), py::arg("mask"), py::arg("geometry"), py::arg("dx").noconvert(),
+     "dx = 0, then dx[mask] += dy per plane (mask entries outside [0, H*W) are skipped).");
+
+  m.def("ave_pool_forward", [](Arr x, py::tuple g_, Arr y) {
+    auto g = pool_geom(g_);
+    check_pool_sizes("ave_pool_forward", g, x.size(), y.size(), "x", "y");
+    const auto& k = crema::ave_pool_fwd_kernel(g);
+    const float* xp = x.data();
+    float* yp = mut(y, "y");
+    py::gil_scoped_release nogil;
+    k.fn(xp, g, yp);
+  }, py::arg("x"), py::arg("geometry"), py::arg("y").noconvert());
+
+  m.def("ave_pool_backward", [](Arr dy, py::tuple g_, Arr dx) {
+    auto g = pool_geom(g_);
+    check_pool_sizes("ave_pool_backward", g, dx.size(), dy.size(), "dx", "dy");
+    const auto& k = crema::ave_pool_bwd_kernel(g);
+    const float* gp = dy.data();
+    float* dp = mut(dx, "dx");
+    py::gil_scoped_release nogil;
+    k.fn(gp, g, dp);
+  }, py::arg("dy"), py::arg("geometry"), py::arg("dx").noconvert());
+
+  // -- machine peak and threads -------------------------------------------------------------
+  m.def("peak_gflops", [](const std::string& isa_name, double seconds) {
+    crema::Isa isa = isa_from_name(isa_name);
+    require(crema::isa_usable(isa), "peak_gflops: ISA '" + isa_name +
+            "' is not usable here (CPU, build or CREMA_MAX_ISA)");
+    require(seconds > 0 && seconds <= 60, "peak_gflops: seconds must be in (0, 60]");
+    py::gil_scoped_release nogil;
+    return crema::peak_gflops(isa, seconds);
+  }, py::arg("isa"), py::arg("seconds") = 0.2,
+     "Single-thread FP32 multiply-add GFLOP/s of this CPU with the given ISA (2 flops per lane).");
+
+  m.def("openmp_enabled", &crema::openmp_enabled);
+  m.def("get_num_threads", &crema::num_threads);
+  m.def("set_num_threads", [](int n) {
+    require(n >= 1, "set_num_threads: n must be at least 1, got " + std::to_string(n));
+    // OpenMP aborts the process when it cannot start the threads it is asked for
+    require(n <= 1024, "set_num_threads: at most 1024 threads, got " + std::to_string(n));
+    crema::set_num_threads(n);
+  }, py::arg("n"));
+  m.def("requested_num_threads", &crema::requested_num_threads);
 }

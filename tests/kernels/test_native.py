@@ -19,7 +19,9 @@ def isa(request, monkeypatch):
     return request.param
 
 
-def test_cpu_info_reports_the_cpu_and_isa():
+def test_cpu_info_reports_the_cpu_and_isa(monkeypatch):
+    monkeypatch.delenv("CREMA_MAX_ISA", raising=False)
+    monkeypatch.delenv("CREMA_KERNELS", raising=False)
     info = kernels.cpu_info()
     assert info["logical_cores"] >= 1
     assert "scalar" in info["usable_isas"] and info["isa"] in info["usable_isas"]

@@ -318,8 +318,8 @@ def test_kernel_name_reports_the_path():
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
 def test_float32_path_matches_float64_with_and_without_native_kernels(monkeypatch, native, kind):
-    # float32 runs the native im2col/col2im when engine._kernels is built; without it (or with
-    # CREMA_KERNELS=reference) the numpy fallback. Both must agree with the float64 numpy path,
+    # float32 runs the native direct convolution when engine._kernels is built; without it (or
+    # with CREMA_KERNELS=reference) the numpy im2col fallback. Both must agree with the float64 numpy path,
     # forward and backward.
     if not native:
         monkeypatch.setattr(engine.kernels, "_native", None)
@@ -334,9 +334,11 @@ def test_float32_path_matches_float64_with_and_without_native_kernels(monkeypatc
         layer.backward(top, [True], bottom)
         results[dtype] = (top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff)
         if dtype == np.float32:
-            assert layer.kernel == ("native im2col + gemm"
-                                    if engine.kernels.native_available()
-                                    else "numpy im2col + gemm")
+            # float32 runs the native direct convolution kernels when they are built.
+            if engine.kernels.native_available():
+                assert layer.kernel.startswith("direct_"), layer.kernel
+            else:
+                assert layer.kernel == "numpy im2col + gemm"
     for a, b in zip(results[np.float32], results[np.float64]):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,266 @@
+"""The HEP classifier's training step: crema's native kernels per layer and for the whole step,
+against the same layers in PyTorch (same shapes, same thread count, same process) and against
+the machine's measured FMA peak.
+
+    python bench/hep_step.py                      # batch 8, 224x224, 1 thread, 5 reps (median)
+    python bench/hep_step.py --threads 2 --reps 7
+    python bench/hep_step.py --quick              # 64x64 input: a fast smoke run
+    python bench/hep_step.py --numpy              # also time the whole step on the numpy path
+    python bench/hep_step.py --algo direct        # direct kernels only (no Winograd)
+
+The net (issue 3), built with engine.Net from the prototxt text below (Input layers feed data and
+labels): input N x 3 x 224 x 224; five units [Convolution 3x3, 128 outputs, pad 1 -> ReLU (in
+place) -> MAX pooling 2x2 stride 2]; global AVE pooling; InnerProduct 2; SoftmaxWithLoss.
+
+Per layer it prints forward and backward ms (median of --reps), GFLOP/s and % of peak for the
+convolutions (direct-algorithm flops, 2*N*K*C*R*S*P*Q per pass; the backward of conv1 computes
+only the weight gradient, as the data needs none), the kernel each pass ran, and the PyTorch time
+of the same operation (ratio = PyTorch ms / crema ms: above 1 means crema is faster; PyTorch
+allocates each output anew, as it does in training, and that counts in its times). The forward
+and data-gradient passes of a convolution run direct or Winograd as engine.kernels.conv_algorithm
+chooses (--algo sets CREMA_CONV_ALGO to force one); the %-of-peak columns always count the
+direct algorithm's flops, so a Winograd pass can exceed 100%. The peak is
+engine.kernels.peak_gflops() of the ISA in use times the thread count, probed right after each
+convolution's timing (the machine is shared: a probe next to the measurement sees the same
+contention); the probe's values are printed too. Then the whole forward+backward step in
+images/s for both. torch is imported only here (not a crema dependency).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine  # noqa: E402
+from engine import kernels  # noqa: E402
+
+UNITS = 5
+WIDTH = 128
+
+
+def prototxt(batch, size):
+    layers = [
+        f'layer {{ name: "data" type: "Input" top: "data" '
+        f'input_param {{ shape {{ dim: {batch} dim: 3 dim: {size} dim: {size} }} }} }}',
+        f'layer {{ name: "label" type: "Input" top: "label" '
+        f'input_param {{ shape {{ dim: {batch} }} }} }}',
+    ]
+    bottom = "data"
+    for i in range(1, UNITS + 1):
+        layers += [
+            f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{bottom}" top: "conv{i}" '
+            f'convolution_param {{ num_output: {WIDTH} kernel_size: 3 pad: 1 '
+            f'weight_filler {{ type: "msra" }} '
+            f'bias_filler {{ type: "constant" value: 0.01 }} }} }}',
+            f'layer {{ name: "relu{i}" type: "ReLU" bottom: "conv{i}" top: "conv{i}" }}',
+            f'layer {{ name: "pool{i}" type: "Pooling" bottom: "conv{i}" top: "pool{i}" '
+            f'pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}',
+        ]
+        bottom = f"pool{i}"
+    layers += [
+        f'layer {{ name: "gap" type: "Pooling" bottom: "{bottom}" top: "gap" '
+        f'pooling_param {{ pool: AVE global_pooling: true }} }}',
+        'layer { name: "fc" type: "InnerProduct" bottom: "gap" top: "fc" '
+        'inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }',
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }',
+    ]
+    return 'name: "hep"\n' + "\n".join(layers) + "\n"
+
+
+def median_ms(fn, reps, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def conv_flops(shape_in, k, r=3, s=3):
+    n, c, h, w = shape_in
+    return 2.0 * n * k * c * r * s * h * w  # pad 1, stride 1: P = H, Q = W
+
+
+# -- PyTorch counterparts -------------------------------------------------------------------------
+
+def torch_layer_timers(torch, net, name, reps):
+    """(forward ms, backward ms) of the PyTorch op equivalent to crema layer `name`."""
+    f = torch.nn.functional
+    layer = net.layer_dict[name]
+    idx = list(net.layer_dict).index(name)
+    bottoms = [net.blobs[b] for b in net.bottom_names[name]]
+    x = torch.from_numpy(bottoms[0].data.copy())
+    needs_dx = bool(net._bottom_need_backward[idx][0]) if net._bottom_need_backward[idx] else False
+    x.requires_grad_(needs_dx)
+    params = [torch.from_numpy(b.data.copy()).requires_grad_(True) for b in layer.blobs]
+    if layer.type == "Convolution":
+        op = lambda: f.conv2d(x, params[0], params[1], padding=1)
+    elif layer.type == "ReLU":
+        x.requires_grad_(True)
+        op = lambda: f.relu(x)
+    elif layer.type == "Pooling" and name == "gap":
+        x.requires_grad_(True)
+        op = lambda: f.adaptive_avg_pool2d(x, 1)
+    elif layer.type == "Pooling":
+        x.requires_grad_(True)
+        op = lambda: f.max_pool2d(x, 2, 2)
+    elif layer.type == "InnerProduct":
+        x.requires_grad_(True)
+        op = lambda: f.linear(x.flatten(1), params[0], params[1])
+    elif layer.type == "SoftmaxWithLoss":
+        x.requires_grad_(True)
+        label = torch.from_numpy(net.blobs["label"].data.astype(np.int64))
+        op = lambda: f.cross_entropy(x, label)
+    else:
+        return None, None
+    with torch.no_grad():
+        fwd = median_ms(op, reps)
+    inputs = [t for t in [x] + params if t.requires_grad]
+    if not inputs:
+        return fwd, None
+    y = op()
+    dy = torch.ones_like(y)
+    bwd = median_ms(lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True), reps)
+    return fwd, bwd
+
+
+def torch_step(torch, net, batch, reps):
+    """The whole training step (forward + loss + backward) of the same net in PyTorch."""
+    nn, f = torch.nn, torch.nn.functional
+    convs = [nn.Conv2d(3 if i == 0 else WIDTH, WIDTH, 3, padding=1) for i in range(UNITS)]
+    fc = nn.Linear(WIDTH, 2)
+    with torch.no_grad():
+        for i, conv in enumerate(convs, 1):
+            conv.weight.copy_(torch.from_numpy(net.params[f"conv{i}"][0].data))
+            conv.bias.copy_(torch.from_numpy(net.params[f"conv{i}"][1].data))
+    params = [p for m in convs + [fc] for p in m.parameters()]
+    x = torch.from_numpy(net.blobs["data"].data.copy())
+    label = torch.from_numpy(net.blobs["label"].data.astype(np.int64))
+
+    def step():
+        for p in params:
+            p.grad = None
+        h = x
+        for conv in convs:
+            h = f.max_pool2d(f.relu(conv(h), inplace=True), 2, 2)
+        loss = f.cross_entropy(fc(f.adaptive_avg_pool2d(h, 1).flatten(1)), label)
+        loss.backward()
+
+    return median_ms(step, reps)
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="64x64 input instead of 224x224")
+    ap.add_argument("--numpy", action="store_true",
+                    help="also time the whole step with CREMA_KERNELS=reference (slow)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--algo", choices=("auto", "direct", "winograd"), default="auto",
+                    help="CREMA_CONV_ALGO for the convolutions' forward and data-gradient passes")
+    args = ap.parse_args()
+    os.environ["CREMA_CONV_ALGO"] = args.algo
+
+    kernels.set_num_threads(args.threads)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.no_torch:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+
+    size = 64 if args.quick else 224
+    net = engine.Net(prototxt(args.batch, size), engine.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    net.blobs["label"].data[...] = rng.integers(0, 2, net.blobs["label"].shape)
+
+    info = kernels.cpu_info()
+    isa = info["isa"]
+    probe = lambda: kernels.peak_gflops(isa, 0.1) * args.threads
+    print(f"crema HEP step: batch {args.batch}, input 3x{size}x{size}, {args.threads} thread(s), "
+          f"{args.reps} reps (median); ISA {isa}; CPU {info['model']}; "
+          f"torch {torch.__version__ if torch else 'not used'}")
+
+    rows, peaks = [], []
+    names = list(net.layer_dict)
+    for name in names:
+        layer = net.layer_dict[name]
+        if layer.type == "Input":
+            continue
+        idx = names.index(name)
+        fwd = median_ms(lambda: net.forward(start=name, end=name), args.reps)
+        bwd = None
+        if net._layer_need_backward[idx]:
+            bwd = median_ms(lambda: net.backward(start=name, end=name), args.reps)
+        row = {"name": name, "type": layer.type, "fwd": fwd, "bwd": bwd,
+               "kernel": getattr(layer, "kernels", None) or layer.kernel,
+               "out": tuple(net.blobs[net.top_names[name][0]].shape)}
+        if layer.type == "Convolution":
+            peak = probe()
+            peaks.append(peak)
+            shape_in = net.blobs[net.bottom_names[name][0]].shape
+            fl = conv_flops(shape_in, layer.num_output)
+            needs_dx = any(net._bottom_need_backward[idx])
+            row.update(gf_f=fl / fwd / 1e6, pk_f=100 * fl / fwd / 1e6 / peak)
+            if bwd is not None:
+                bfl = fl * (2 if needs_dx else 1)
+                row.update(gf_b=bfl / bwd / 1e6, pk_b=100 * bfl / bwd / 1e6 / peak)
+        if torch is not None:
+            row["t_fwd"], row["t_bwd"] = torch_layer_timers(torch, net, name, args.reps)
+        rows.append(row)
+
+    def fmt(v, spec="8.2f"):
+        return format(v, spec) if v is not None else " " * int(spec.split(".")[0])
+
+    print(f"\n{'layer':7} {'out shape':18} {'fwd ms':>8} {'bwd ms':>8} {'GF/s f':>7} "
+          f"{'GF/s b':>7} {'%pk f':>6} {'%pk b':>6} {'torch f':>8} {'torch b':>8} "
+          f"{'x f':>5} {'x b':>5}  kernels")
+    for r in rows:
+        ratio_f = r["t_fwd"] / r["fwd"] if r.get("t_fwd") else None
+        ratio_b = r["t_bwd"] / r["bwd"] if r.get("t_bwd") and r["bwd"] else None
+        kern = r["kernel"]
+        if isinstance(kern, dict):
+            kern = "/".join(kern[k] for k in ("forward", "backward_data", "backward_weights"))
+        print(f"{r['name']:7} {str(r['out']):18} {fmt(r['fwd'])} {fmt(r['bwd'])} "
+              f"{fmt(r.get('gf_f'), '7.1f')} {fmt(r.get('gf_b'), '7.1f')} "
+              f"{fmt(r.get('pk_f'), '6.1f')} {fmt(r.get('pk_b'), '6.1f')} "
+              f"{fmt(r.get('t_fwd'))} {fmt(r.get('t_bwd'))} {fmt(ratio_f, '5.2f')} "
+              f"{fmt(ratio_b, '5.2f')}  {kern}")
+    print(f"\npeak probes (GFLOP/s, {isa} x {args.threads} thread(s), one after each "
+          f"convolution): " + ", ".join(f"{p:.0f}" for p in peaks))
+
+    step = median_ms(net.forward_backward, args.reps)
+    line = (f"\nwhole step (forward + backward): crema {step:.1f} ms = "
+            f"{args.batch / step * 1e3:.1f} images/s")
+    if torch is not None:
+        tstep = torch_step(torch, net, args.batch, args.reps)
+        line += (f"; PyTorch {tstep:.1f} ms = {args.batch / tstep * 1e3:.1f} images/s; "
+                 f"crema / PyTorch throughput = {tstep / step:.2f}")
+    print(line)
+    if args.numpy:
+        os.environ["CREMA_KERNELS"] = "reference"
+        ref = engine.Net(prototxt(args.batch, size), engine.TRAIN)
+        ref.share_with(net)
+        ref.blobs["data"].data[...] = net.blobs["data"].data
+        ref.blobs["label"].data[...] = net.blobs["label"].data
+        nstep = median_ms(ref.forward_backward, max(1, min(args.reps, 3)))
+        os.environ.pop("CREMA_KERNELS")
+        print(f"numpy reference path: {nstep:.1f} ms per step; native speedup {nstep / step:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1096 @@
+// Direct convolution, written once over a vector-traits type VT and included by
+// conv_avx512.cpp (VT = 16 x float, zmm) and conv_avx2.cpp (VT = 8 x float, ymm), each inside its
+// own namespace (crema::avx512_impl / crema::avx2_impl) so nothing here is shared between the
+// two translation units' different instruction sets. The includer provides <algorithm>,
+// <array>, <cstring>, <utility>, crema/conv.h, crema/threads.h and, before this file, a struct
+// VT with:
+//   reg, L (lanes), zero(), load/loadu/store/storeu, bcast(const float*), set1, fmadd(a, b, c)
+//   = a*b + c, add, maskz_loadu(p, n) / mask_storeu(p, v, n) (first n lanes), transpose(reg[L]),
+//   hsum(reg), keep(reg&) (an empty asm that pins a value in a register), prefetch_w(p), and
+//   the register-tile sizes:
+//   kOB x kWB   forward tile: output-channel blocks x output pixels (accumulators),
+//   kCI x kKJ   weight-gradient tile: input lanes x output-channel blocks,
+//   kKI x kWV   few-channel forward tile: output channels x vectors along the output row,
+//   kTKI x kTT  few-channel weight-gradient tile: output channels x taps.
+//
+// Layouts (L = VT::L; per group g, Ci/Co input/output channels of the group, CB = ceil(Ci/L)):
+//   blocked activations  [n][g][cb][hp][wp][L]: the zero-padded image, hp/wp = padded row/col
+//   packed weights       [g][ob][ib][r][s][i][o]: an L x L block per tap (input lane i, output
+//                        lane o), zero outside the channel range.
+// The forward micro-kernel keeps an kOB x kWB tile of outputs (kOB * L channels x kWB pixels of
+// one output row) in registers for the whole C*R*S reduction: per input lane, kOB weight vectors
+// and kWB broadcasts of input values feed kOB * kWB FMAs. The finished tile is transposed in
+// registers and stored straight into NCHW (no output transform pass).
+
+namespace {
+
+constexpr int L = VT::L;
+using reg = typename VT::reg;
+
+// Images are processed in chunks whose blocked copy is at most this many floats (>= 1 image).
+constexpr int64_t kChunkFloats = int64_t{1} << 21;  // 8 MB
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Threading: every kernel call is ONE parallel region (run_region, num_threads() threads) whose
+// phases -- weight packing, layout transforms, the micro-kernel loops -- are worksharing loops
+// (loop) or single-thread steps (once), each ending in a barrier. Waking a team costs a
+// scheduler latency when another process holds the core (milliseconds on a shared machine), a
+// barrier between phases of an awake team does not. Loops are dynamic, in chunks of about 1/16
+// of a thread's share, so a thread that is descheduled holds up the others by one chunk at most.
+// loop/once called outside a region (one thread) just run the body.
+template <class Body>
+void run_region(int64_t work, Body&& body) {
+#if defined(CREMA_HAVE_OPENMP)
+  const int nt = num_threads();
+  const bool par = nt > 1 && work >= (int64_t{1} << 20);
+#pragma omp parallel num_threads(nt) if (par)
+  body();
+#else
+  (void)work;
+  body();
+#endif
+}
+
+template <class Fn>
+void loop(int64_t n, Fn&& fn) {
+#if defined(CREMA_HAVE_OPENMP)
+  const int64_t chunk = std::max<int64_t>(1, n / (int64_t{16} * omp_get_num_threads()));
+#pragma omp for schedule(dynamic, chunk)
+  for (int64_t i = 0; i < n; ++i) fn(i);
+#else
+  for (int64_t i = 0; i < n; ++i) fn(i);
+#endif
+}
+
+template <class Fn>
+void once(Fn&& fn) {
+#if defined(CREMA_HAVE_OPENMP)
+#pragma omp single
+  fn();
+#else
+  fn();
+#endif
+}
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Workspace carving: 64-byte aligned pieces.
+float* align64(float* p) {
+  auto v = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<float*>((v + 63) & ~uintptr_t{63});
+}
+constexpr int64_t kAlignSlack = 16;  // floats
+
+struct Carver {
+  float* p;
+  explicit Carver(float* base) : p(align64(base)) {}
+  float* take(int64_t floats) {
+    float* r = p;
+    p += round_up(floats, 16);
+    return r;
+  }
+};
+
+// A convolution in "forward form": input Ci channels per group at H x W, output Co channels per
+// group at P x Q; pad may be negative (the flipped backward-data convolution crops).
+struct Desc {
+  int64_t N, G, Ci, Co, H, W, P, Q, R, S, ph, pw, sh, sw, dh, dw;
+  int64_t Hp() const { return (P - 1) * sh + (R - 1) * dh + 1; }
+  int64_t Wp() const { return (Q - 1) * sw + (S - 1) * dw + 1; }
+  int64_t CB() const { return ceil_div(Ci, L); }
+  int64_t OBn() const { return ceil_div(Co, L); }
+  int64_t blocked_in_image() const { return G * CB() * Hp() * Wp() * L; }
+  int64_t chunk() const {
+    return std::max<int64_t>(1, std::min<int64_t>(N, kChunkFloats / blocked_in_image()));
+  }
+  int64_t packed_weights() const { return G * OBn() * CB() * R * S * L * L; }
+};
+
+Desc forward_desc(const ConvGeom& g) {
+  return {g.N, g.G, g.Cg(), g.Kg(), g.H, g.W, g.P(), g.Q(), g.R, g.S,
+          g.ph, g.pw, g.sh, g.sw, g.dh, g.dw};
+}
+
+// dx = conv(dy padded by dh*(R-1) - ph, w flipped and transposed), for stride 1.
+Desc flipped_desc(const ConvGeom& g) {
+  return {g.N, g.G, g.Kg(), g.Cg(), g.P(), g.Q(), g.H, g.W, g.R, g.S,
+          g.dh * (g.R - 1) - g.ph, g.dw * (g.S - 1) - g.pw, 1, 1, g.dh, g.dw};
+}
+
+// ---- layout transforms ---------------------------------------------------------------------
+
+// NCHW images [n0, n0 + nb) (src points at image n0; each image has G*Ci planes of H x W) into
+// blocked [nl][g][cb][Hp][Wp][L]: dst(hp, wp) = src(hp - ph, wp - pw), 0 outside.
+void to_blocked(const float* src, int64_t nb, int64_t G, int64_t Ci, int64_t H, int64_t W,
+                int64_t Hp, int64_t Wp, int64_t ph, int64_t pw, float* dst) {
+  const int64_t CB = ceil_div(Ci, L);
+  const int64_t plane = H * W;
+  const int64_t wlo = std::clamp<int64_t>(pw, 0, Wp), whi = std::clamp<int64_t>(pw + W, wlo, Wp);
+  loop(nb * G * CB * Hp, [&](int64_t item) {
+    const int64_t hp = item % Hp;
+    const int64_t blk = item / Hp;  // (nl * G + g) * CB + cb
+    const int64_t cb = blk % CB, ng = blk / CB;
+    float* d = dst + item * Wp * L;
+    const int64_t h = hp - ph;
+    if (h < 0 || h >= H) {
+      std::memset(d, 0, sizeof(float) * Wp * L);
+      return;
+    }
+    std::memset(d, 0, sizeof(float) * wlo * L);
+    std::memset(d + whi * L, 0, sizeof(float) * (Wp - whi) * L);
+    const int64_t cn = std::min<int64_t>(L, Ci - cb * L);
+    const float* s0 = src + (ng * Ci + cb * L) * plane + h * W;  // row h of lane 0's plane
+    reg t[L];
+    for (int64_t wp = wlo; wp < whi; wp += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, whi - wp));
+      const int64_t col = wp - pw;
+      if (m == L) {
+        for (int i = 0; i < L; ++i) t[i] = i < cn ? VT::loadu(s0 + i * plane + col) : VT::zero();
+      } else {
+        for (int i = 0; i < L; ++i)
+          t[i] = i < cn ? VT::maskz_loadu(s0 + i * plane + col, m) : VT::zero();
+      }
+      VT::transpose(t);
+      for (int j = 0; j < m; ++j) VT::store(d + (wp + j) * L, t[j]);
+    }
+  });
+}
+
+// Blocked [nl][g][cb][Hp][Wp][L] back to NCHW (crop): dst(h, w) = src(h + ph, w + pw), 0 where
+// that lies outside [0, Hp) x [0, Wp). pad >= 0 here.
+void from_blocked(const float* src, int64_t nb, int64_t G, int64_t Ci, int64_t H, int64_t W,
+                  int64_t Hp, int64_t Wp, int64_t ph, int64_t pw, float* dst) {
+  const int64_t CB = ceil_div(Ci, L);
+  const int64_t plane = H * W;
+  loop(nb * G * CB * H, [&](int64_t item) {
+    const int64_t h = item % H;
+    const int64_t blk = item / H;
+    const int64_t cb = blk % CB, ng = blk / CB;
+    const int64_t cn = std::min<int64_t>(L, Ci - cb * L);
+    float* d0 = dst + (ng * Ci + cb * L) * plane + h * W;
+    const int64_t hp = h + ph;
+    if (hp >= Hp) {
+      for (int64_t i = 0; i < cn; ++i) std::memset(d0 + i * plane, 0, sizeof(float) * W);
+      return;
+    }
+    const float* s = src + (blk * Hp + hp) * Wp * L;
+    reg t[L];
+    for (int64_t w = 0; w < W; w += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, W - w));
+      const int64_t valid = std::clamp<int64_t>(Wp - (w + pw), 0, m);
+      for (int j = 0; j < L; ++j) t[j] = j < valid ? VT::load(s + (w + pw + j) * L) : VT::zero();
+      VT::transpose(t);
+      if (m == L) {
+        for (int64_t i = 0; i < cn; ++i) VT::storeu(d0 + i * plane + w, t[i]);
+      } else {
+        for (int64_t i = 0; i < cn; ++i) VT::mask_storeu(d0 + i * plane + w, t[i], m);
+      }
+    }
+  });
+}
+
+// Packs w (Caffe's [G*Kg][Cg][R][S]) into [g][ob][ib][r][s][i][o] blocks. Forward: o runs over
+// the group's Kg output channels, i over its Cg inputs. transpose: o over Cg, i over Kg (the
+// backward-data convolution's roles); flip: taps reversed (r -> R-1-r, s -> S-1-s).
+void pack_weights(const float* w, int64_t G, int64_t Kg, int64_t Cg, int64_t R, int64_t S,
+                  bool transpose, bool flip, float* out) {
+  const int64_t Co = transpose ? Cg : Kg, Ci = transpose ? Kg : Cg;
+  const int64_t OB = ceil_div(Co, L), IB = ceil_div(Ci, L), RS = R * S;
+  // One L x L x RS block at a time (9 KB for 3x3, in L1): each weight row w[k][c0..c0+L)[:] is
+  // read sequentially and scattered into the block.
+  loop(G * OB, [&](int64_t item) {
+    const int64_t g = item / OB, ob = item % OB;
+    const int64_t no = std::min<int64_t>(L, Co - ob * L);
+    for (int64_t ib = 0; ib < IB; ++ib) {
+      float* blk = out + (item * IB + ib) * RS * L * L;
+      const int64_t ni = std::min<int64_t>(L, Ci - ib * L);
+      if (no < L || ni < L) std::memset(blk, 0, sizeof(float) * RS * L * L);
+      const int64_t na = transpose ? ni : no, nb = transpose ? no : ni;
+      for (int64_t a = 0; a < na; ++a) {
+        // Forward: a = output lane o (weight row k = ob*L + o), b = input lane i (channel).
+        // Transposed: a = input lane i (row k = ib*L + i), b = output lane o (channel).
+        const int64_t k = transpose ? ib * L + a : ob * L + a;
+        const int64_t c0 = transpose ? ob * L : ib * L;
+        const float* src = w + ((g * Kg + k) * Cg + c0) * RS;
+        for (int64_t b = 0; b < nb; ++b) {
+          const int64_t i = transpose ? a : b, o = transpose ? b : a;
+          float* dst = blk + i * L + o;
+          if (flip) {
+            for (int64_t rs = 0; rs < RS; ++rs) dst[(RS - 1 - rs) * L * L] = src[b * RS + rs];
+          } else {
+            for (int64_t rs = 0; rs < RS; ++rs) dst[rs * L * L] = src[b * RS + rs];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Bias padded per block: [G][OBn][L].
+void pack_bias(const float* bias, int64_t G, int64_t Co, float* out) {
+  const int64_t OB = ceil_div(Co, L);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t j = 0; j < OB * L; ++j) out[g * OB * L + j] = j < Co ? bias[g * Co + j] : 0.f;
+}
+
+// db[k] += sum over n, p, q of dy[n][k][p][q].
+void bias_grad(const float* dy, int64_t N, int64_t K, int64_t PQ, float* db) {
+  loop(K, [&](int64_t k) {
+    reg acc0 = VT::zero(), acc1 = VT::zero();
+    for (int64_t n = 0; n < N; ++n) {
+      const float* p = dy + (n * K + k) * PQ;
+      int64_t i = 0;
+      for (; i + 2 * L <= PQ; i += 2 * L) {
+        acc0 = VT::add(acc0, VT::loadu(p + i));
+        acc1 = VT::add(acc1, VT::loadu(p + i + L));
+      }
+      for (; i + L <= PQ; i += L) acc0 = VT::add(acc0, VT::loadu(p + i));
+      if (i < PQ) acc1 = VT::add(acc1, VT::maskz_loadu(p + i, static_cast<int>(PQ - i)));
+    }
+    db[k] += VT::hsum(VT::add(acc0, acc1));
+  });
+}
+
+// ---- blocked forward micro-kernel ----------------------------------------------------------
+
+struct FwdTile {
+  const float* x;    // blocked input at (image, group, cb 0, row oh*sh, col ow0*sw)
+  int64_t xps;       // floats between output pixels (sw * L)
+  int64_t xcs;       // floats between input-channel blocks (Hp * Wp * L)
+  int64_t xrs;       // floats between kernel rows (dh * Wp * L)
+  int64_t xss;       // floats between kernel columns (dw * L)
+  const float* w;    // packed weights at (group, ob0, ib 0)
+  int64_t wos;       // floats between output blocks (IB * R * S * L * L)
+  int64_t ncb, R, S;
+  const float* bias;  // [OB][L] or nullptr
+  float* y;           // NCHW output at (image, channel of ob0 lane 0, oh, ow0)
+  int64_t yks;        // floats between output channels (P * Q)
+  int64_t nvalid[VT::kOB];  // valid output channels per block (<= 0: skip the block)
+};
+
+template <int OB, int WB>
+void store_tile_nchw(reg (&acc)[OB][WB], float* y, int64_t yks, const int64_t* nvalid) {
+#pragma GCC unroll 4
+  for (int j = 0; j < OB; ++j) {
+    if (nvalid[j] <= 0) continue;
+    float* yj = y + j * L * yks;
+    for (int p0 = 0; p0 < WB; p0 += L) {
+      reg t[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i)  // (the inner select keeps the index in range for the compiler)
+        t[i] = (p0 + i < WB) ? acc[j][p0 + i < WB ? p0 + i : 0] : VT::zero();
+      VT::transpose(t);
+      const int m = WB - p0 < L ? WB - p0 : L;
+      if (m == L) {
+        for (int64_t c = 0; c < nvalid[j]; ++c) VT::storeu(yj + c * yks + p0, t[c]);
+      } else {
+        for (int64_t c = 0; c < nvalid[j]; ++c) VT::mask_storeu(yj + c * yks + p0, t[c], m);
+      }
+    }
+  }
+}
+
+template <int OB, int WB, bool UNIT>
+void fwd_tile(const FwdTile& a) {
+  reg acc[OB][WB];
+#pragma GCC unroll 4
+  for (int j = 0; j < OB; ++j) {
+    const reg b = a.bias ? VT::load(a.bias + j * L) : VT::zero();
+#pragma GCC unroll 32
+    for (int p = 0; p < WB; ++p) acc[j][p] = b;
+  }
+  const int64_t xps = UNIT ? L : a.xps;
+  const float* w = a.w;
+  for (int64_t cb = 0; cb < a.ncb; ++cb) {
+    const float* xc = a.x + cb * a.xcs;
+    for (int64_t r = 0; r < a.R; ++r) {
+      const float* xr = xc + r * a.xrs;
+      for (int64_t s = 0; s < a.S; ++s, w += L * L) {
+        const float* xs = xr + s * a.xss;
+#pragma GCC unroll 2
+        for (int c = 0; c < L; ++c) {
+          reg wv[OB];
+#pragma GCC unroll 4
+          for (int j = 0; j < OB; ++j) {
+            wv[j] = VT::load(w + j * a.wos + c * L);
+            VT::keep(wv[j]);
+          }
+#pragma GCC unroll 32
+          for (int p = 0; p < WB; ++p) {
+            const reg b = VT::bcast(xs + p * xps + c);
+#pragma GCC unroll 4
+            for (int j = 0; j < OB; ++j) acc[j][p] = VT::fmadd(b, wv[j], acc[j][p]);
+          }
+        }
+      }
+    }
+  }
+  store_tile_nchw<OB, WB>(acc, a.y, a.yks, a.nvalid);
+}
+
+using FwdTileFn = void (*)(const FwdTile&);
+
+template <int OB, bool UNIT, int... I>
+constexpr std::array<FwdTileFn, sizeof...(I)> fwd_row(std::integer_sequence<int, I...>) {
+  return {&fwd_tile<OB, I + 1, UNIT>...};
+}
+
+template <int OB, bool UNIT>
+const FwdTileFn* fwd_table() {
+  static constexpr auto t = fwd_row<OB, UNIT>(std::make_integer_sequence<int, VT::kWB>{});
+  return t.data();
+}
+
+FwdTileFn fwd_fn(int ob, int wb, bool unit) {
+  static_assert(VT::kOB == 2, "tile tables are written for kOB == 2");
+  if (ob == 2) return (unit ? fwd_table<2, true>() : fwd_table<2, false>())[wb - 1];
+  return (unit ? fwd_table<1, true>() : fwd_table<1, false>())[wb - 1];
+}
+
+// Forward-form convolution of blocked input chunk xb (images [n0, n0+nb)) into NCHW y.
+// wp: packed weights (pack_weights layout for this desc); biasb: [G][OBn][L] or nullptr.
+void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, const float* wp,
+                     const float* biasb, float* y) {
+  const int64_t CB = d.CB(), OBn = d.OBn(), Hp = d.Hp(), Wp = d.Wp();
+  const int64_t OBp = ceil_div(OBn, VT::kOB);
+  const int64_t P = d.P, Q = d.Q;
+  const bool unit = d.sw == 1;
+  loop(nb * d.G * OBp * P, [&](int64_t item) {
+    const int64_t oh = item % P;
+    int64_t rest = item / P;
+    const int64_t obp = rest % OBp;
+    rest /= OBp;
+    const int64_t g = rest % d.G, nl = rest / d.G;
+    const int64_t ob0 = obp * VT::kOB;
+    const int ob = static_cast<int>(std::min<int64_t>(VT::kOB, OBn - ob0));
+    FwdTile a;
+    a.xps = d.sw * L;
+    a.xcs = Hp * Wp * L;
+    a.xrs = d.dh * Wp * L;
+    a.xss = d.dw * L;
+    a.w = wp + (g * OBn + ob0) * CB * d.R * d.S * L * L;
+    a.wos = CB * d.R * d.S * L * L;
+    a.ncb = CB;
+    a.R = d.R;
+    a.S = d.S;
+    a.bias = biasb ? biasb + (g * OBn + ob0) * L : nullptr;
+    a.yks = P * Q;
+    for (int j = 0; j < VT::kOB; ++j) a.nvalid[j] = std::min<int64_t>(L, d.Co - (ob0 + j) * L);
+    const float* xrow = xb + ((nl * d.G + g) * CB * Hp + oh * d.sh) * Wp * L;
+    float* yrow = y + (((n0 + nl) * d.G + g) * d.Co + ob0 * L) * P * Q + oh * Q;
+    for (int64_t ow0 = 0; ow0 < Q; ow0 += VT::kWB) {
+      const int wb = static_cast<int>(std::min<int64_t>(VT::kWB, Q - ow0));
+      a.x = xrow + ow0 * d.sw * L;
+      a.y = yrow + ow0;
+      fwd_fn(ob, wb, unit)(a);
+    }
+  });
+}
+
+int64_t ws_blocked_forward_form(const Desc& d) {
+  return kAlignSlack + round_up(d.chunk() * d.blocked_in_image(), 16) +
+         round_up(d.packed_weights(), 16) + round_up(d.G * d.OBn() * L, 16);
+}
+
+// x (NCHW, input of the forward-form desc) -> y. Runs inside a region (all its threads).
+void blocked_forward_form(const Desc& d, const float* x, const float* w, bool transpose,
+                          bool flip, const float* bias, float* y, float* ws) {
+  Carver cv(ws);
+  const int64_t nbmax = d.chunk();
+  float* xb = cv.take(nbmax * d.blocked_in_image());
+  float* wp = cv.take(d.packed_weights());
+  float* bb = cv.take(d.G * d.OBn() * L);
+  const int64_t Kg = transpose ? d.Ci : d.Co, Cg = transpose ? d.Co : d.Ci;
+  pack_weights(w, d.G, Kg, Cg, d.R, d.S, transpose, flip, wp);
+  if (bias) once([&] { pack_bias(bias, d.G, d.Co, bb); });
+  const int64_t img = d.G * d.Ci * d.H * d.W;
+  for (int64_t n0 = 0; n0 < d.N; n0 += nbmax) {
+    const int64_t nb = std::min(nbmax, d.N - n0);
+    to_blocked(x + n0 * img, nb, d.G, d.Ci, d.H, d.W, d.Hp(), d.Wp(), d.ph, d.pw, xb);
+    blocked_compute(d, n0, nb, xb, wp, bias ? bb : nullptr, y);
+  }
+}
+
+// ---- blocked backward data for stride > 1 (scatter form) -----------------------------------
+// dxb (padded, blocked) += for every output pixel and tap: W^T dy; then cropped into NCHW.
+
+struct ScatterTile {
+  float* dx;          // blocked dx at (image, group, cb0, row oh*sh, col ow0*sw)
+  int64_t xps, xcs, xrs, xss;
+  const float* dy;    // blocked dy at (image, group, kb 0, oh, ow0)
+  int64_t dykbs;      // floats between dy channel blocks (P * Q * L)
+  const float* w;     // packed [g][cb][kb][r][s][k][c] at (group, cb0, kb 0, tap 0)
+  int64_t wos;        // between cb blocks
+  int64_t nkb, R, S;
+};
+
+template <int OB, int WB>
+void scatter_tile(const ScatterTile& a) {
+  const int64_t RSLL = a.R * a.S * L * L;
+  for (int64_t r = 0; r < a.R; ++r)
+    for (int64_t s = 0; s < a.S; ++s) {
+      float* dxp = a.dx + r * a.xrs + s * a.xss;
+      reg acc[OB][WB];
+#pragma GCC unroll 4
+      for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 32
+        for (int p = 0; p < WB; ++p) acc[j][p] = VT::load(dxp + j * a.xcs + p * a.xps);
+      const float* wt = a.w + (r * a.S + s) * L * L;
+      for (int64_t kb = 0; kb < a.nkb; ++kb) {
+        const float* dyk = a.dy + kb * a.dykbs;
+        const float* wk = wt + kb * RSLL;
+#pragma GCC unroll 2
+        for (int k = 0; k < L; ++k) {
+          reg wv[OB];
+#pragma GCC unroll 4
+          for (int j = 0; j < OB; ++j) {
+            wv[j] = VT::load(wk + j * a.wos + k * L);
+            VT::keep(wv[j]);
+          }
+#pragma GCC unroll 32
+          for (int p = 0; p < WB; ++p) {
+            const reg b = VT::bcast(dyk + p * L + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < OB; ++j) acc[j][p] = VT::fmadd(b, wv[j], acc[j][p]);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 32
+        for (int p = 0; p < WB; ++p) VT::store(dxp + j * a.xcs + p * a.xps, acc[j][p]);
+    }
+}
+
+using ScatterTileFn = void (*)(const ScatterTile&);
+
+template <int OB, int... I>
+constexpr std::array<ScatterTileFn, sizeof...(I)> scatter_row(std::integer_sequence<int, I...>) {
+  return {&scatter_tile<OB, I + 1>...};
+}
+
+ScatterTileFn scatter_fn(int ob, int wb) {
+  static constexpr auto t2 = scatter_row<2>(std::make_integer_sequence<int, VT::kWB>{});
+  static constexpr auto t1 = scatter_row<1>(std::make_integer_sequence<int, VT::kWB>{});
+  return ob == 2 ? t2[wb - 1] : t1[wb - 1];
+}
+
+struct ScatterSizes {
+  Desc d;  // forward geometry (input x = dx, output y = dy)
+  int64_t nb, dxb, dyb, wt;
+};
+
+ScatterSizes scatter_sizes(const ConvGeom& g) {
+  ScatterSizes z;
+  z.d = forward_desc(g);
+  const Desc& d = z.d;
+  const int64_t per_img = d.blocked_in_image() + d.G * ceil_div(d.Co, L) * d.P * d.Q * L;
+  z.nb = std::max<int64_t>(1, std::min<int64_t>(d.N, kChunkFloats / per_img));
+  z.dxb = z.nb * d.blocked_in_image();
+  z.dyb = z.nb * d.G * ceil_div(d.Co, L) * d.P * d.Q * L;
+  z.wt = d.packed_weights();
+  return z;
+}
+
+void scatter_bwd_data(const ConvGeom& g, const float* dy, const float* w, float* dx, float* ws) {
+  const ScatterSizes z = scatter_sizes(g);
+  const Desc& d = z.d;
+  Carver cv(ws);
+  float* dxb = cv.take(z.dxb);
+  float* dyb = cv.take(z.dyb);
+  float* wt = cv.take(z.wt);
+  // wt[g][cb][kb][r][s][k][c] = w[g*Kg + kb*L + k][cb*L + c][r][s] (no flip).
+  pack_weights(w, d.G, d.Co, d.Ci, d.R, d.S, true, false, wt);
+  const int64_t CB = d.CB(), KB = d.OBn(), Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
+  const int64_t CBp = ceil_div(CB, VT::kOB);
+  for (int64_t n0 = 0; n0 < d.N; n0 += z.nb) {
+    const int64_t nb = std::min(z.nb, d.N - n0);
+    to_blocked(dy + n0 * d.G * d.Co * P * Q, nb, d.G, d.Co, P, Q, P, Q, 0, 0, dyb);
+    loop(nb * d.G * CBp, [&](int64_t item) {
+      const int64_t cbp = item % CBp, ng = item / CBp;
+      const int64_t g_ = ng % d.G;
+      const int64_t cb0 = cbp * VT::kOB;
+      const int ob = static_cast<int>(std::min<int64_t>(VT::kOB, CB - cb0));
+      float* dxg = dxb + (ng * CB + cb0) * Hp * Wp * L;
+      std::memset(dxg, 0, sizeof(float) * ob * Hp * Wp * L);
+      ScatterTile a;
+      a.xps = d.sw * L;
+      a.xcs = Hp * Wp * L;
+      a.xrs = d.dh * Wp * L;
+      a.xss = d.dw * L;
+      a.dykbs = P * Q * L;
+      a.w = wt + (g_ * CB + cb0) * KB * d.R * d.S * L * L;
+      a.wos = KB * d.R * d.S * L * L;
+      a.nkb = KB;
+      a.R = d.R;
+      a.S = d.S;
+      const float* dyg = dyb + ng * KB * P * Q * L;
+      for (int64_t oh = 0; oh < P; ++oh)
+        for (int64_t ow0 = 0; ow0 < Q; ow0 += VT::kWB) {
+          const int wb = static_cast<int>(std::min<int64_t>(VT::kWB, Q - ow0));
+          a.dx = dxg + (oh * d.sh * Wp + ow0 * d.sw) * L;
+          a.dy = dyg + (oh * Q + ow0) * L;
+          scatter_fn(ob, wb)(a);
+        }
+    });
+    from_blocked(dxb, nb, d.G, d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw,
+                 dx + n0 * d.G * d.Ci * d.H * d.W);
+  }
+}
+
+int64_t ws_scatter(const ConvGeom& g) {
+  const ScatterSizes z = scatter_sizes(g);
+  return kAlignSlack + round_up(z.dxb, 16) + round_up(z.dyb, 16) + round_up(z.wt, 16);
+}
+
+// ---- blocked weight gradient ---------------------------------------------------------------
+// dwb[g][kb][cb][r][s][ci][ko] += sum over pixels of x(pixel + tap)[ci] * dy(pixel)[ko]: a tile
+// of kCI input lanes x KJ output blocks stays in registers over a chunk of output rows.
+
+struct BwwTile {
+  const float* x;     // blocked x at (image, group, cb, row oh0*sh + r*dh, col s*dw) + ci0
+  int64_t xrow;       // floats between output rows (sh * Wp * L)
+  int64_t xps;        // floats between output columns (sw * L)
+  const float* dy;    // blocked dy at (image, group, kb0, oh0, 0)
+  int64_t dykbs;      // floats between dy blocks (P * Q * L)
+  int64_t rows, Q;
+  float* dw;          // dwb at (group, kb0, cb, r, s, ci0)
+  int64_t dwjs;       // floats between kb blocks in dwb (CB * R * S * L * L)
+};
+
+template <int CI, int KJ, bool UNIT>
+void bww_tile(const BwwTile& a) {
+  reg acc[CI][KJ];
+#pragma GCC unroll 8
+  for (int i = 0; i < CI; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < KJ; ++j) acc[i][j] = VT::load(a.dw + j * a.dwjs + i * L);
+  const int64_t xps = UNIT ? L : a.xps;
+  for (int64_t oh = 0; oh < a.rows; ++oh) {
+    const float* xr = a.x + oh * a.xrow;
+    const float* dr = a.dy + oh * a.Q * L;
+    for (int64_t ow = 0; ow < a.Q; ++ow) {
+      reg d[KJ];
+#pragma GCC unroll 8
+      for (int j = 0; j < KJ; ++j) {
+        d[j] = VT::load(dr + ow * L + j * a.dykbs);
+        VT::keep(d[j]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < CI; ++i) {
+        const reg b = VT::bcast(xr + ow * xps + i);
+#pragma GCC unroll 8
+        for (int j = 0; j < KJ; ++j) acc[i][j] = VT::fmadd(b, d[j], acc[i][j]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < CI; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < KJ; ++j) VT::store(a.dw + j * a.dwjs + i * L, acc[i][j]);
+}
+
+using BwwTileFn = void (*)(const BwwTile&);
+
+template <bool UNIT, int... I>
+constexpr std::array<BwwTileFn, sizeof...(I)> bww_row(std::integer_sequence<int, I...>) {
+  return {&bww_tile<VT::kCI, I + 1, UNIT>...};
+}
+
+BwwTileFn bww_fn(int kj, bool unit) {
+  static constexpr auto tu = bww_row<true>(std::make_integer_sequence<int, VT::kKJ>{});
+  static constexpr auto tn = bww_row<false>(std::make_integer_sequence<int, VT::kKJ>{});
+  return (unit ? tu : tn)[kj - 1];
+}
+
+struct BwwSizes {
+  Desc d;
+  int64_t nb, xb, dyb, dwb;
+};
+
+BwwSizes bww_sizes(const ConvGeom& g) {
+  BwwSizes z;
+  z.d = forward_desc(g);
+  const Desc& d = z.d;
+  const int64_t dy_img = d.G * d.OBn() * d.P * d.Q * L;
+  z.nb = std::max<int64_t>(1,
+                           std::min<int64_t>(d.N, kChunkFloats / (d.blocked_in_image() + dy_img)));
+  z.xb = z.nb * d.blocked_in_image();
+  z.dyb = z.nb * dy_img;
+  z.dwb = d.packed_weights();
+  return z;
+}
+
+void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* dw,
+                         float* db, float* ws) {
+  static_assert(L % VT::kCI == 0, "kCI must divide the vector length");
+  const BwwSizes z = bww_sizes(g);
+  const Desc& d = z.d;
+  Carver cv(ws);
+  float* xb = cv.take(z.xb);
+  float* dyb = cv.take(z.dyb);
+  float* dwb = cv.take(z.dwb);
+  const int64_t CB = d.CB(), KB = d.OBn(), Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
+  const int64_t R = d.R, S = d.S, RSLL = R * S * L * L;
+  const int64_t KS = ceil_div(KB, VT::kKJ);  // kb sets
+  once([&] { std::memset(dwb, 0, sizeof(float) * z.dwb); });
+  const int64_t rows_per = std::max<int64_t>(1, 128 / Q);
+  const bool unit = d.sw == 1;
+  for (int64_t n0 = 0; n0 < d.N; n0 += z.nb) {
+    const int64_t nb = std::min(z.nb, d.N - n0);
+    to_blocked(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G, d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw, xb);
+    to_blocked(dy + n0 * d.G * d.Co * P * Q, nb, d.G, d.Co, P, Q, P, Q, 0, 0, dyb);
+    loop(d.G * KS * CB, [&](int64_t item) {
+      const int64_t cb = item % CB, rest = item / CB;
+      const int64_t ks = rest % KS, g_ = rest / KS;
+      const int64_t kb0 = ks * VT::kKJ;
+      const int kj = static_cast<int>(std::min<int64_t>(VT::kKJ, KB - kb0));
+      BwwTileFn fn = bww_fn(kj, unit);
+      BwwTile a;
+      a.xrow = d.sh * Wp * L;
+      a.xps = d.sw * L;
+      a.dykbs = P * Q * L;
+      a.Q = Q;
+      a.dwjs = CB * RSLL;
+      float* dwg = dwb + ((g_ * KB + kb0) * CB + cb) * RSLL;
+      for (int64_t nl = 0; nl < nb; ++nl) {
+        const float* xg = xb + ((nl * d.G + g_) * CB + cb) * Hp * Wp * L;
+        const float* dyg = dyb + ((nl * d.G + g_) * KB + kb0) * P * Q * L;
+        for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
+          a.rows = std::min(rows_per, P - oh0);
+          a.dy = dyg + oh0 * Q * L;
+          for (int64_t ci0 = 0; ci0 < L; ci0 += VT::kCI)
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t s = 0; s < S; ++s) {
+                a.x = xg + ((oh0 * d.sh + r * d.dh) * Wp + s * d.dw) * L + ci0;
+                a.dw = dwg + (r * S + s) * L * L + ci0 * L;
+                fn(a);
+              }
+        }
+      }
+    });
+  }
+  // dw[g*Kg + kb*L + ko][cb*L + ci][r][s] += dwb[g][kb][cb][r][s][ci][ko], block by block
+  // (each block's destination rows are L runs of L*R*S floats: it stays in L1).
+  const int64_t Cg = d.Ci, Kg = d.Co, RS = R * S;
+  loop(d.G * KB, [&](int64_t item) {
+    const int64_t g_ = item / KB, kb = item % KB;
+    const int64_t nk = std::min<int64_t>(L, Kg - kb * L);
+    for (int64_t cb = 0; cb < CB; ++cb) {
+      const float* blk = dwb + (item * CB + cb) * RSLL;
+      const int64_t nc = std::min<int64_t>(L, Cg - cb * L);
+      for (int64_t ko = 0; ko < nk; ++ko) {
+        float* out = dw + ((g_ * Kg + kb * L + ko) * Cg + cb * L) * RS;
+        for (int64_t ci = 0; ci < nc; ++ci)
+          for (int64_t rs = 0; rs < RS; ++rs) out[ci * RS + rs] += blk[(rs * L + ci) * L + ko];
+      }
+    }
+  });
+  if (db) bias_grad(dy, g.N, g.K, P * Q, db);
+}
+
+int64_t ws_bww(const ConvGeom& g) {
+  const BwwSizes z = bww_sizes(g);
+  return kAlignSlack + round_up(z.xb, 16) + round_up(z.dyb, 16) + round_up(z.dwb, 16);
+}
+
+// ---- few-input-channel kernels (NCHW kept, vectors along the output row) -------------------
+// The input is copied with its zero border into [n][G*Ci][Hp][Wp] (+ L floats of slack for
+// the last row's vector reads); w is used in Caffe's layout, [k][c][r][s], one broadcast per tap.
+
+struct FewDesc {
+  Desc d;
+  int64_t nb;
+  int64_t img() const { return d.G * d.Ci * d.Hp() * d.Wp(); }
+};
+
+FewDesc few_desc(const Desc& d) {
+  FewDesc f{d, 1};
+  f.nb = std::max<int64_t>(1, std::min<int64_t>(d.N, kChunkFloats / f.img()));
+  return f;
+}
+
+// NCHW images into zero-bordered planes [nl][c][Hp][Wp]; dst(hp, wp) = src(hp - ph, wp - pw).
+void pad_copy(const float* src, int64_t nb, int64_t C, int64_t H, int64_t W, int64_t Hp,
+              int64_t Wp, int64_t ph, int64_t pw, float* dst) {
+  const int64_t wlo = std::clamp<int64_t>(pw, 0, Wp), whi = std::clamp<int64_t>(pw + W, wlo, Wp);
+  loop(nb * C * Hp, [&](int64_t item) {
+    const int64_t hp = item % Hp, plane = item / Hp;
+    float* d = dst + item * Wp;
+    const int64_t h = hp - ph;
+    if (h < 0 || h >= H) {
+      std::memset(d, 0, sizeof(float) * Wp);
+      return;
+    }
+    std::memset(d, 0, sizeof(float) * wlo);
+    std::memcpy(d + wlo, src + (plane * H + h) * W + (wlo - pw), sizeof(float) * (whi - wlo));
+    std::memset(d + whi, 0, sizeof(float) * (Wp - whi));
+  });
+}
+
+struct FewTile {
+  const float* x;   // padded planes at (image, first channel of the group, row oh*sh, col ow0)
+  int64_t xcs;      // floats between channel planes (Hp * Wp)
+  int64_t xrs;      // floats between kernel rows (dh * Wp)
+  int64_t dw;       // floats between kernel columns
+  const float* w;   // weights of the first output channel, [c][r][s]
+  int64_t wks;      // floats between output channels (Ci * R * S)
+  int64_t Ci, R, S;
+  const float* bias;  // of the first output channel, or nullptr
+  float* y;         // NCHW at (image, first output channel, oh, ow0)
+  int64_t yks;      // P * Q
+  int last;         // lanes of the last vector (1..L)
+  const float* pf;  // the next tile's output (same channels), prefetched for writing
+};
+
+template <int KI, int WV>
+void few_tile(const FewTile& a) {
+  // A large output goes to DRAM: claiming the next tile's lines now keeps the stores at the end
+  // of this tile from stalling on write-allocate misses.
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < WV; ++v) VT::prefetch_w(a.pf + i * a.yks + v * L);
+  reg acc[KI][WV];
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i) {
+    const reg b = a.bias ? VT::set1(a.bias[i]) : VT::zero();
+#pragma GCC unroll 16
+    for (int v = 0; v < WV; ++v) acc[i][v] = b;
+  }
+  for (int64_t c = 0; c < a.Ci; ++c)
+    for (int64_t r = 0; r < a.R; ++r) {
+      const float* xr = a.x + c * a.xcs + r * a.xrs;
+      const float* wr = a.w + (c * a.R + r) * a.S;
+      for (int64_t s = 0; s < a.S; ++s) {
+        const float* xs = xr + s * a.dw;
+        reg wv[KI];
+#pragma GCC unroll 8
+        for (int i = 0; i < KI; ++i) wv[i] = VT::bcast(wr + i * a.wks + s);
+#pragma GCC unroll 16
+        for (int v = 0; v < WV; ++v) {
+          reg xv = VT::loadu(xs + v * L);
+          VT::keep(xv);
+#pragma GCC unroll 8
+          for (int i = 0; i < KI; ++i) acc[i][v] = VT::fmadd(wv[i], xv, acc[i][v]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i) {
+    float* yi = a.y + i * a.yks;
+#pragma GCC unroll 16
+    for (int v = 0; v < WV - 1; ++v) VT::storeu(yi + v * L, acc[i][v]);
+    if (a.last == L)
+      VT::storeu(yi + (WV - 1) * L, acc[i][WV - 1]);
+    else
+      VT::mask_storeu(yi + (WV - 1) * L, acc[i][WV - 1], a.last);
+  }
+}
+
+using FewTileFn = void (*)(const FewTile&);
+
+template <int KI, int... I>
+constexpr std::array<FewTileFn, sizeof...(I)> few_row(std::integer_sequence<int, I...>) {
+  return {&few_tile<KI, I + 1>...};
+}
+
+template <int... K>
+constexpr std::array<std::array<FewTileFn, VT::kWV>, sizeof...(K)> few_table(
+    std::integer_sequence<int, K...>) {
+  return {few_row<K + 1>(std::make_integer_sequence<int, VT::kWV>{})...};
+}
+
+FewTileFn few_fn(int ki, int wv) {
+  static constexpr auto t = few_table(std::make_integer_sequence<int, VT::kKI>{});
+  return t[ki - 1][wv - 1];
+}
+
+// Forward-form few-channel convolution (sw == 1): x NCHW, w [G*Co][Ci][R][S].
+void few_forward_form(const Desc& d, const float* x, const float* w, const float* bias, float* y,
+                      float* xp_buf) {
+  const FewDesc f = few_desc(d);
+  const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
+  const int64_t KS = ceil_div(d.Co, VT::kKI);
+  const int64_t tile_px = VT::kWV * L;
+  for (int64_t n0 = 0; n0 < d.N; n0 += f.nb) {
+    const int64_t nb = std::min(f.nb, d.N - n0);
+    pad_copy(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G * d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw,
+             xp_buf);
+    // Slack after the last plane: vector reads of the last row may run up to L - 1 past it.
+    once([&] { std::memset(xp_buf + nb * f.img(), 0, sizeof(float) * L); });
+    loop(nb * d.G * KS * P, [&](int64_t item) {
+      const int64_t oh = item % P;
+      int64_t rest = item / P;
+      const int64_t ks = rest % KS;
+      rest /= KS;
+      const int64_t g = rest % d.G, nl = rest / d.G;
+      const int64_t k0 = ks * VT::kKI;
+      const int ki = static_cast<int>(std::min<int64_t>(VT::kKI, d.Co - k0));
+      const int64_t kglob = g * d.Co + k0;
+      FewTile a;
+      a.xcs = Hp * Wp;
+      a.xrs = d.dh * Wp;
+      a.dw = d.dw;
+      a.wks = d.Ci * d.R * d.S;
+      a.w = w + kglob * a.wks;
+      a.Ci = d.Ci;
+      a.R = d.R;
+      a.S = d.S;
+      a.bias = bias ? bias + kglob : nullptr;
+      a.yks = P * Q;
+      const float* xrow = xp_buf + ((nl * d.G + g) * d.Ci * Hp + oh * d.sh) * Wp;
+      float* yrow = y + ((n0 + nl) * d.G * d.Co + kglob) * P * Q + oh * Q;
+      for (int64_t ow0 = 0; ow0 < Q; ow0 += tile_px) {
+        const int64_t px = std::min(tile_px, Q - ow0);
+        const int wv = static_cast<int>(ceil_div(px, L));
+        a.last = static_cast<int>(px - (wv - 1) * L);
+        a.x = xrow + ow0;
+        a.y = yrow + ow0;
+        // The next tile of this row, or the start of the next row (a prefetch never faults).
+        a.pf = ow0 + tile_px < Q ? a.y + tile_px : yrow + Q;
+        few_fn(ki, wv)(a);
+      }
+    });
+  }
+}
+
+int64_t ws_few_forward_form(const Desc& d) {
+  const FewDesc f = few_desc(d);
+  return kAlignSlack + round_up(f.nb * f.img() + L, 16);
+}
+
+// Few-channel weight gradient (sw == 1): per output channel and tap, vector partial sums
+// accv[k][t][L] over the output rows, reduced across lanes at the end.
+struct FewBwwTile {
+  const float* x;        // padded planes at (image, group's first channel, row oh0*sh, col 0)
+  int64_t xrow;          // floats between output rows (sh * Wp)
+  const int64_t* off;    // tap offsets (c * Hp*Wp + r*dh*Wp + s*dw), TT of them
+  const float* dy;       // NCHW dy at (image, first output channel, oh0, 0)
+  int64_t dyks;          // P * Q
+  int64_t rows, Q;
+  float* acc;            // accv at (first output channel, first tap)
+  int64_t accks;         // floats between output channels in accv (T * L)
+};
+
+template <int KI, int TT>
+void few_bww_tile(const FewBwwTile& a) {
+  reg acc[KI][TT];
+  int64_t off[TT];
+#pragma GCC unroll 16
+  for (int t = 0; t < TT; ++t) off[t] = a.off[t];
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int t = 0; t < TT; ++t) acc[i][t] = VT::load(a.acc + i * a.accks + t * L);
+  for (int64_t oh = 0; oh < a.rows; ++oh) {
+    const float* xr = a.x + oh * a.xrow;
+    const float* dr = a.dy + oh * a.Q;
+    int64_t ow = 0;
+    for (; ow + L <= a.Q; ow += L) {
+      reg d[KI];
+#pragma GCC unroll 8
+      for (int i = 0; i < KI; ++i) {
+        d[i] = VT::loadu(dr + i * a.dyks + ow);
+        VT::keep(d[i]);
+      }
+#pragma GCC unroll 16
+      for (int t = 0; t < TT; ++t) {
+        reg xv = VT::loadu(xr + off[t] + ow);
+        VT::keep(xv);
+#pragma GCC unroll 8
+        for (int i = 0; i < KI; ++i) acc[i][t] = VT::fmadd(d[i], xv, acc[i][t]);
+      }
+    }
+    if (ow < a.Q) {
+      const int m = static_cast<int>(a.Q - ow);
+      reg d[KI];
+#pragma GCC unroll 8
+      for (int i = 0; i < KI; ++i) d[i] = VT::maskz_loadu(dr + i * a.dyks + ow, m);
+#pragma GCC unroll 16
+      for (int t = 0; t < TT; ++t) {
+        const reg xv = VT::maskz_loadu(xr + off[t] + ow, m);
+#pragma GCC unroll 8
+        for (int i = 0; i < KI; ++i) acc[i][t] = VT::fmadd(d[i], xv, acc[i][t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int t = 0; t < TT; ++t) VT::store(a.acc + i * a.accks + t * L, acc[i][t]);
+}
+
+using FewBwwTileFn = void (*)(const FewBwwTile&);
+
+template <int KI, int... I>
+constexpr std::array<FewBwwTileFn, sizeof...(I)> few_bww_row(std::integer_sequence<int, I...>) {
+  return {&few_bww_tile<KI, I + 1>...};
+}
+
+template <int... K>
+constexpr std::array<std::array<FewBwwTileFn, VT::kTT>, sizeof...(K)> few_bww_table(
+    std::integer_sequence<int, K...>) {
+  return {few_bww_row<K + 1>(std::make_integer_sequence<int, VT::kTT>{})...};
+}
+
+FewBwwTileFn few_bww_fn(int ki, int tt) {
+  static constexpr auto t = few_bww_table(std::make_integer_sequence<int, VT::kTKI>{});
+  return t[ki - 1][tt - 1];
+}
+
+struct FewBwwSizes {
+  FewDesc f;
+  int64_t T, xp, offs, accv;
+};
+
+FewBwwSizes few_bww_sizes(const ConvGeom& g) {
+  FewBwwSizes z{few_desc(forward_desc(g)), 0, 0, 0, 0};
+  const Desc& d = z.f.d;
+  z.T = d.Ci * d.R * d.S;
+  z.xp = z.f.nb * z.f.img() + L;
+  z.offs = 2 * z.T;  // int64 offsets stored in float slots
+  z.accv = g.K * z.T * L;
+  return z;
+}
+
+void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db,
+                     float* ws) {
+  const FewBwwSizes z = few_bww_sizes(g);
+  const Desc& d = z.f.d;
+  Carver cv(ws);
+  float* xp = cv.take(z.xp);
+  auto* offs = reinterpret_cast<int64_t*>(cv.take(z.offs));
+  float* accv = cv.take(z.accv);
+  const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q, T = z.T;
+  once([&] {
+    for (int64_t c = 0, t = 0; c < d.Ci; ++c)
+      for (int64_t r = 0; r < d.R; ++r)
+        for (int64_t s = 0; s < d.S; ++s, ++t) offs[t] = c * Hp * Wp + r * d.dh * Wp + s * d.dw;
+    std::memset(accv, 0, sizeof(float) * z.accv);
+  });
+  const int64_t KS = ceil_div(d.Co, VT::kTKI);
+  const int64_t rows_per = std::max<int64_t>(1, 1024 / Q);
+  for (int64_t n0 = 0; n0 < d.N; n0 += z.f.nb) {
+    const int64_t nb = std::min(z.f.nb, d.N - n0);
+    pad_copy(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G * d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw, xp);
+    once([&] { std::memset(xp + nb * z.f.img(), 0, sizeof(float) * L); });
+    loop(d.G * KS, [&](int64_t item) {
+      const int64_t ks = item % KS, g_ = item / KS;
+      const int64_t k0 = ks * VT::kTKI;
+      const int ki = static_cast<int>(std::min<int64_t>(VT::kTKI, d.Co - k0));
+      const int64_t kglob = g_ * d.Co + k0;
+      FewBwwTile a;
+      a.xrow = d.sh * Wp;
+      a.dyks = P * Q;
+      a.Q = Q;
+      a.accks = T * L;
+      for (int64_t nl = 0; nl < nb; ++nl) {
+        const float* xg = xp + (nl * d.G + g_) * d.Ci * Hp * Wp;
+        const float* dyg = dy + ((n0 + nl) * g.K + kglob) * P * Q;
+        for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
+          a.rows = std::min(rows_per, P - oh0);
+          a.x = xg + oh0 * d.sh * Wp;
+          a.dy = dyg + oh0 * Q;
+          for (int64_t t0 = 0; t0 < T; t0 += VT::kTT) {
+            const int tt = static_cast<int>(std::min<int64_t>(VT::kTT, T - t0));
+            a.off = offs + t0;
+            a.acc = accv + (kglob * T + t0) * L;
+            few_bww_fn(ki, tt)(a);
+          }
+        }
+      }
+    });
+  }
+  loop(g.K, [&](int64_t k) {
+    for (int64_t t = 0; t < T; ++t) dw[k * T + t] += VT::hsum(VT::load(accv + (k * T + t) * L));
+  });
+  if (db) bias_grad(dy, g.N, g.K, P * Q, db);
+}
+
+int64_t ws_few_bww(const ConvGeom& g) {
+  const FewBwwSizes z = few_bww_sizes(g);
+  return kAlignSlack + round_up(z.xp, 16) + round_up(z.offs, 16) + round_up(z.accv, 16);
+}
+
+// Flipped, transposed weights for the few-channel backward data: wf[g*Cg + c][k][r][s] =
+// w[g*Kg + k][c][R-1-r][S-1-s].
+void flip_weights(const ConvGeom& g, const float* w, float* wf) {
+  const int64_t Kg = g.Kg(), Cg = g.Cg(), R = g.R, S = g.S;
+  for (int64_t gi = 0; gi < g.G; ++gi)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            wf[(((gi * Cg + c) * Kg + k) * R + r) * S + s] =
+                w[(((gi * Kg + k) * Cg + c) * R + (R - 1 - r)) * S + (S - 1 - s)];
+}
+
+int64_t macs(const ConvGeom& g) { return g.N * g.K * g.Cg() * g.R * g.S * g.P() * g.Q(); }
+
+}  // namespace
+
+// ---- entry points ----------------------------------------------------------------------------
+// Each is one parallel region (run_region) around the drivers above.
+
+void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* y,
+                      const ConvGeom& g, float* ws) {
+  run_region(macs(g),
+             [&] { blocked_forward_form(forward_desc(g), x, w, false, false, bias, y, ws); });
+}
+
+int64_t ws_fwd_blocked(const ConvGeom& g) { return ws_blocked_forward_form(forward_desc(g)); }
+
+void conv_bwd_data_blocked(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                           float* ws) {
+  run_region(macs(g), [&] {
+    if (g.sh == 1 && g.sw == 1)
+      blocked_forward_form(flipped_desc(g), dy, w, true, true, nullptr, dx, ws);
+    else
+      scatter_bwd_data(g, dy, w, dx, ws);
+  });
+}
+
+int64_t ws_bwd_data_blocked(const ConvGeom& g) {
+  if (g.sh == 1 && g.sw == 1) return ws_blocked_forward_form(flipped_desc(g));
+  return ws_scatter(g);
+}
+
+void conv_bwd_weights_blocked(const float* x, const float* dy, float* dw, float* db,
+                              const ConvGeom& g, float* ws) {
+  run_region(macs(g), [&] { blocked_bwd_weights(g, x, dy, dw, db, ws); });
+}
+
+int64_t ws_bwd_weights_blocked(const ConvGeom& g) { return ws_bww(g); }
+
+void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,
+                   const ConvGeom& g, float* ws) {
+  Carver cv(ws);
+  float* buf = cv.take(0);
+  run_region(macs(g), [&] { few_forward_form(forward_desc(g), x, w, bias, y, buf); });
+}
+
+int64_t ws_fwd_fewc(const ConvGeom& g) { return ws_few_forward_form(forward_desc(g)); }
+
+void conv_bwd_data_fewc(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                        float* ws) {
+  const Desc d = flipped_desc(g);
+  Carver cv(ws);
+  float* wf = cv.take(g.K * g.Cg() * g.R * g.S);
+  float* buf = cv.take(0);
+  run_region(macs(g), [&] {
+    once([&] { flip_weights(g, w, wf); });
+    few_forward_form(d, dy, wf, nullptr, dx, buf);
+  });
+}
+
+int64_t ws_bwd_data_fewc(const ConvGeom& g) {
+  return round_up(g.K * g.Cg() * g.R * g.S, 16) + ws_few_forward_form(flipped_desc(g));
+}
+
+void conv_bwd_weights_fewc(const float* x, const float* dy, float* dw, float* db,
+                           const ConvGeom& g, float* ws) {
+  run_region(macs(g), [&] { few_bwd_weights(g, x, dy, dw, db, ws); });
+}
+
+int64_t ws_bwd_weights_fewc(const ConvGeom& g) { return ws_few_bww(g); }

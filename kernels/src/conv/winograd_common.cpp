@@ -1,0 +1,328 @@
+// Winograd F(m x m, 3 x 3): the portable (scalar) variant, the dispatch table, the sizes and the
+// driver shared by every ISA (filter cache, workspace carving, threads). See crema/winograd.h.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+
+#include "crema/threads.h"
+#include "crema/winograd.h"
+
+namespace crema {
+namespace scalar_impl {
+namespace {
+
+struct V16 {
+  float v[16];
+};
+
+// The portable micro-kernel: R rows x 16 columns; the compiler vectorizes the column loops with
+// whatever the baseline ISA offers (SSE2 on x86-64).
+template <int R>
+inline void micro(const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t kc,
+                  bool add) {
+  float acc[R][16] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* bk = b + k * 16;
+    for (int r = 0; r < R; ++r) {
+      const float ar = a[r * lda + k];
+      for (int j = 0; j < 16; ++j) acc[r][j] += ar * bk[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)  // chunk sums start from zero (kWinogradChunk)
+    for (int j = 0; j < 16; ++j) c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j];
+}
+
+struct Ops {
+  using V = V16;
+  static V load(const float* p) {
+    V r;
+    std::memcpy(r.v, p, sizeof(r.v));
+    return r;
+  }
+  static void store(float* p, V v) { std::memcpy(p, v.v, sizeof(v.v)); }
+  static V zero() { return V{}; }
+  static V add(V a, V b) {
+    for (int i = 0; i < 16; ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static V sub(V a, V b) {
+    for (int i = 0; i < 16; ++i) a.v[i] -= b.v[i];
+    return a;
+  }
+  static V neg(V a) {
+    for (int i = 0; i < 16; ++i) a.v[i] = -a.v[i];
+    return a;
+  }
+  static V mul(V a, float c) {
+    for (int i = 0; i < 16; ++i) a.v[i] *= c;
+    return a;
+  }
+  static V fmadd(V x, float c, V acc) {
+    for (int i = 0; i < 16; ++i) acc.v[i] += c * x.v[i];
+    return acc;
+  }
+
+  static constexpr int panel = 16;
+  static void gemm(const float* a, int64_t lda, const float* u, int64_t cpad, int64_t kpad,
+                   float* c, int64_t ldc, int64_t rows) {
+    constexpr int R = 4;
+    for (int64_t k0 = 0; k0 < kpad; k0 += panel) {
+      float* ck = c + k0;
+      for (int64_t c0 = 0; c0 < cpad; c0 += kWinogradChunk) {
+        const int64_t kc = std::min(kWinogradChunk, cpad - c0);
+        const float* b = u + k0 * cpad + c0 * panel;
+        int64_t r = 0;
+        for (; r + R <= rows; r += R)
+          micro<R>(a + c0 + r * lda, lda, b, ck + r * ldc, ldc, kc, c0 > 0);
+        for (; r < rows; ++r) micro<1>(a + c0 + r * lda, lda, b, ck + r * ldc, ldc, kc, c0 > 0);
+      }
+    }
+  }
+
+  static constexpr bool fast_pack = false;
+  static void pack_row(const float*, int64_t, int, int64_t, float*) {}
+  static constexpr bool fast_store = false;
+  static void store_outputs4(const V*, float*, int64_t, int64_t, int, int, int) {}
+};
+
+}  // namespace
+}  // namespace scalar_impl
+}  // namespace crema
+
+#define CREMA_WINOGRAD_NS scalar_impl
+#include "winograd_impl.h"
+#undef CREMA_WINOGRAD_NS
+
+namespace crema {
+namespace {
+
+constexpr int32_t kCacheMagic = 0x57475531;  // "WGU1"
+constexpr int kHeaderFloats = 16;
+
+bool supports_all(const WinogradGeom&) { return true; }
+
+// a * b * ..., false on int64 overflow.
+bool mul(int64_t* r, std::initializer_list<int64_t> factors) {
+  int64_t p = 1;
+  for (int64_t f : factors)
+    if (f < 0 || __builtin_mul_overflow(p, f, &p)) return false;
+  *r = p;
+  return true;
+}
+
+bool add(int64_t* r, std::initializer_list<int64_t> terms) {
+  int64_t s = 0;
+  for (int64_t t : terms)
+    if (t < 0 || __builtin_add_overflow(s, t, &s)) return false;
+  *r = s;
+  return true;
+}
+
+float* align64(float* p) {
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63};
+  return reinterpret_cast<float*>(a);
+}
+
+struct Layout {
+  int64_t v, m, pack, slot, u, weights;  // floats
+};
+
+bool layout(const WinogradGeom& g, Layout* L) {
+  const int64_t a2 = g.alpha() * g.alpha();
+  const int64_t tb = winograd_tile_block(g);
+  int64_t slot = 0;
+  const bool ok = mul(&L->v, {a2, winograd_v_stride(g, tb)}) &&
+                  mul(&L->m, {a2, winograd_m_stride(g, tb)}) &&
+                  mul(&L->pack, {g.c_pad(), g.alpha(), winograd_pack_pitch(g)}) &&
+                  add(&slot, {L->v, L->m, L->pack, 15}) &&
+                  mul(&L->u, {a2, g.c_pad(), g.k_pad()}) &&
+                  mul(&L->weights, {g.channels, g.out_channels, 9});
+  L->slot = slot / 16 * 16;  // keeps every slot 64-byte aligned
+  return ok;
+}
+
+// The U panel of the cache, recomputing it unless the header and the weights copy match.
+float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, const WinogradGeom& g,
+                     float* cache) {
+  Layout L{};
+  layout(g, &L);
+  float* copy = cache + kHeaderFloats;
+  float* u = align64(copy + L.weights);
+  int32_t hdr[kHeaderFloats] = {};
+  hdr[0] = kCacheMagic;
+  hdr[1] = g.tile;
+  hdr[2] = kern.ops->panel;
+  hdr[3] = flip ? 1 : 0;
+  const int64_t dims[2] = {g.channels, g.out_channels};
+  std::memcpy(&hdr[4], dims, sizeof(dims));
+  hdr[8] = static_cast<int32_t>(u - cache);  // where U starts (the array's alignment decides)
+  hdr[9] = 1;                                // complete
+  static_assert(sizeof(hdr) == kHeaderFloats * sizeof(float), "header size");
+  if (std::memcmp(cache, hdr, sizeof(hdr)) == 0 &&
+      std::memcmp(copy, w, sizeof(float) * L.weights) == 0)
+    return u;
+  std::memset(cache, 0, sizeof(hdr));  // incomplete until the end
+  const WinogradOps* ops = kern.ops;
+  parallel_for(g.c_pad(), g.alpha() * g.alpha() * g.k_pad() * 8, [&](int64_t c) {
+    ops->filter_transform(w, g, flip, ops->panel, u, c, c + 1);
+  });
+  std::memcpy(copy, w, sizeof(float) * L.weights);
+  std::memcpy(cache, hdr, sizeof(hdr));
+  return u;
+}
+
+void run(const float* x, const float* w, bool flip, const float* bias, const WinogradGeom& g,
+         float* y, float* workspace, int64_t workspace_floats, float* cache) {
+  const WinogradKernel& kern = winograd_kernel(g);
+  const WinogradOps* ops = kern.ops;
+  Layout L{};
+  layout(g, &L);
+  const float* u = ensure_filter(kern, w, flip, g, cache);
+
+  float* base = align64(workspace);
+  const int64_t kpad = g.k_pad();
+  float* bias_pad = base;
+  for (int64_t k = 0; k < kpad; ++k)
+    bias_pad[k] = (bias != nullptr && k < g.out_channels) ? bias[k] : 0.f;
+  float* slot0 = bias_pad + kpad;
+  const int64_t avail = workspace_floats - (slot0 - workspace);
+  const int64_t fit = std::max<int64_t>(1, avail / L.slot);
+
+  // Each thread takes a contiguous range of blocks, so consecutive blocks (which share input
+  // rows and output cache lines) stay on one core.
+  const int64_t tb = winograd_tile_block(g);
+  const int64_t total = g.tiles();
+  const int64_t nblocks = (total + tb - 1) / tb;
+  const int64_t slots = std::max<int64_t>(
+      1, std::min<int64_t>({static_cast<int64_t>(num_threads()), fit, nblocks}));
+  parallel_for(slots, int64_t{1} << 20, [&](int64_t s) {
+    float* v = slot0 + s * L.slot;
+    int64_t pack_tag = -1;  // x may have changed since the last call: nothing is packed yet
+    const WinogradSlot slot{v, v + L.v, v + L.v + L.m, &pack_tag};
+    const int64_t b_begin = nblocks * s / slots, b_end = nblocks * (s + 1) / slots;
+    for (int64_t b = b_begin; b < b_end; ++b) {
+      const int64_t t0 = b * tb;
+      ops->block(x, u, bias_pad, g, t0, std::min(tb, total - t0), tb, slot, y);
+    }
+  });
+}
+
+}  // namespace
+
+const char* winograd_geom_error(const WinogradGeom& g) {
+  if (g.tile != 2 && g.tile != 4) return "tile must be 4 (F(4x4,3x3)) or 2 (F(2x2,3x3))";
+  if (g.batch <= 0 || g.channels <= 0 || g.height <= 0 || g.width <= 0 || g.out_channels <= 0)
+    return "batch, channels, height, width and output channels must be positive";
+  if (g.pad_h < 0 || g.pad_h > 2 || g.pad_w < 0 || g.pad_w > 2)
+    return "pad must be 0, 1 or 2 on each axis";
+  const int64_t big = int64_t{1} << 40;
+  if (g.channels > big || g.height > big || g.width > big || g.out_channels > big ||
+      g.batch > big)
+    return "a dimension is too large";
+  if (g.out_h() <= 0 || g.out_w() <= 0) return "3x3 kernel larger than the padded input";
+  Layout L{};
+  int64_t xs = 0, ys = 0;
+  if (!layout(g, &L) || !mul(&xs, {g.batch, g.channels, g.height, g.width}) ||
+      !mul(&ys, {g.batch, g.out_channels, g.out_h(), g.out_w()}) ||
+      winograd_workspace_floats(g, 1) < 0 || winograd_filter_cache_floats(g) < 0)
+    return "sizes overflow 64-bit integers";
+  return nullptr;
+}
+
+int64_t winograd_tile_block(const WinogradGeom& g) {
+  // V and M of one block take about 900 KB (24 tiles for C = K = 128 with F(4x4)). Measured on
+  // the 128 -> 128 layers at 14..112 pixels, anything from 8 to 48 tiles is within noise: the
+  // GEMMs stream U from L3 without losing speed and the transforms stay in L2.
+  constexpr int64_t kTargetFloats = 224 * 1024;
+  const int64_t a2 = g.alpha() * g.alpha();
+  const int64_t per_tile = a2 * (g.c_pad() + g.k_pad());
+  int64_t tb = per_tile > 0 ? kTargetFloats / per_tile : 8;
+  tb = std::max<int64_t>(8, (tb + 4) / 8 * 8);
+  const int64_t tiles = g.tiles();
+  if (tiles > 0) tb = std::min(tb, (tiles + 7) / 8 * 8);
+  return tb;
+}
+
+int winograd_choose_tile(const WinogradGeom& g) {
+  // Work estimate per tile size: tiles x alpha^2 x (the GEMM row + its share of transforms).
+  auto cost = [&](int m) {
+    const int64_t t = ((g.out_h() + m - 1) / m) * ((g.out_w() + m - 1) / m);
+    const int64_t a2 = (m + 2) * (m + 2);
+    return static_cast<double>(t) * a2 *
+           (static_cast<double>(g.c_pad()) * g.k_pad() + 8.0 * (g.c_pad() + g.k_pad()));
+  };
+  return cost(2) < cost(4) ? 2 : 4;
+}
+
+int64_t winograd_workspace_floats(const WinogradGeom& g, int threads) {
+  Layout L{};
+  int64_t slots = 0, total = 0;
+  if (threads < 1 || !layout(g, &L) || !mul(&slots, {L.slot, threads}) ||
+      !add(&total, {16, g.k_pad(), slots}))
+    return -1;
+  return total;
+}
+
+int64_t winograd_filter_cache_floats(const WinogradGeom& g) {
+  Layout L{};
+  int64_t total = 0;
+  if (!layout(g, &L) || !add(&total, {kHeaderFloats, L.weights, 16, L.u})) return -1;
+  return total;
+}
+
+const WinogradKernel& winograd_kernel(const WinogradGeom& g) {
+  static const WinogradKernel table[] = {
+#ifdef CREMA_BUILD_AVX512
+      {"winograd_avx512", Isa::avx512, supports_all, &avx512_impl::winograd_ops},
+#endif
+#ifdef CREMA_BUILD_AVX2
+      {"winograd_avx2", Isa::avx2, supports_all, &avx2_impl::winograd_ops},
+#endif
+      {"winograd_scalar", Isa::scalar, supports_all, &scalar_impl::winograd_ops},
+  };
+  for (const auto& k : table)
+    if (isa_usable(k.isa) && k.supports(g)) return k;
+  return table[sizeof(table) / sizeof(table[0]) - 1];
+}
+
+void winograd_forward(const float* x, const float* w, const float* bias, const WinogradGeom& g,
+                      float* y, float* workspace, int64_t workspace_floats, float* filter_cache) {
+  run(x, w, false, bias, g, y, workspace, workspace_floats, filter_cache);
+}
+
+WinogradGeom winograd_backward_geom(const WinogradGeom& gf) {
+  WinogradGeom gb = gf;
+  gb.channels = gf.out_channels;
+  gb.out_channels = gf.channels;
+  gb.height = gf.out_h();
+  gb.width = gf.out_w();
+  gb.pad_h = 2 - gf.pad_h;
+  gb.pad_w = 2 - gf.pad_w;
+  return gb;
+}
+
+void winograd_backward_data(const float* dy, const float* w, const WinogradGeom& gf, float* dx,
+                            float* workspace, int64_t workspace_floats, float* filter_cache) {
+  run(dy, w, true, nullptr, winograd_backward_geom(gf), dx, workspace, workspace_floats,
+      filter_cache);
+}
+
+bool winograd_matrices(int m, float* at, float* g, float* bt) {
+  using namespace scalar_impl;
+  if (m == 4) {
+    std::memcpy(at, kAT4, sizeof(kAT4));
+    std::memcpy(g, kG4, sizeof(kG4));
+    std::memcpy(bt, kBT4, sizeof(kBT4));
+    return true;
+  }
+  if (m == 2) {
+    std::memcpy(at, kAT2, sizeof(kAT2));
+    std::memcpy(g, kG2, sizeof(kG2));
+    std::memcpy(bt, kBT2, sizeof(kBT2));
+    return true;
+  }
+  return false;
+}
+
+}  // namespace crema

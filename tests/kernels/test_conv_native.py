@@ -1,0 +1,537 @@
+"""Native direct convolution (engine._kernels.conv_*) against float64 references, on random seeded
+geometries (odd sizes, channels not a multiple of 16, pads, strides 1-3, dilation 2, groups 1, 2
+and depthwise, batch 1 and 3, kernels 1x1 to 11x11), forward, backward data, backward weights and
+bias, for every ISA this CPU and build support (CREMA_MAX_ISA caps the dispatcher and is read on
+every call); the binding's checks; the Convolution and Deconvolution layers' float32 (native) path
+against their float64 (numpy) path.
+
+The references: engine/reference/conv.py (the loop-by-loop definition) for the forward pass, and
+a float64 tap-by-tap implementation here whose forward agrees with it and whose two backward
+functions are checked to be its exact adjoints (<conv(x), dy> = <x, bwd_data(dy)> = <w, bwd_w>).
+"""
+import contextlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from engine import kernels
+from engine.reference import conv as ref_conv
+from engine.testing import layer_from_text, run_forward
+
+from engine import _kernels as native  # must be built: a missing module fails here
+ISAS = kernels.cpu_info()["usable_isas"]
+
+
+@contextlib.contextmanager
+def isa_cap(isa):
+    """CREMA_MAX_ISA=isa for the block (hypothesis tests cannot take function-scoped fixtures)."""
+    old = {k: os.environ.get(k) for k in ("CREMA_MAX_ISA", "CREMA_KERNELS")}
+    os.environ["CREMA_MAX_ISA"] = isa
+    os.environ.pop("CREMA_KERNELS", None)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# -- float64 references ---------------------------------------------------------------------------
+
+def out_hw(g):
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = g
+    return ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1,
+            (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
+
+
+def _taps(g):
+    """(r, s, padded-row slice, padded-col slice) per tap."""
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = g
+    p, q = out_hw(g)
+    return [(r, s, slice(r * dh, r * dh + (p - 1) * sh + 1, sh),
+             slice(s * dw, s * dw + (q - 1) * sw + 1, sw)) for r in range(kh) for s in range(kw)]
+
+
+def _padded(x, g):
+    n, c, h, w, k, kh, kw, ph, pw, *_ = g
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def ref_forward(x, w, bias, g):
+    n, c, h, wd, k, *_, grp = g
+    cg, kg = c // grp, k // grp
+    xp = _padded(np.asarray(x, np.float64), g)
+    w = np.asarray(w, np.float64)
+    p, q = out_hw(g)
+    y = np.zeros((n, k, p, q))
+    for gi in range(grp):
+        for r, s, rows, cols in _taps(g):
+            y[:, gi * kg:(gi + 1) * kg] += np.einsum(
+                "ncpq,kc->nkpq", xp[:, gi * cg:(gi + 1) * cg, rows, cols],
+                w[gi * kg:(gi + 1) * kg, :, r, s])
+    if bias is not None:
+        y += np.asarray(bias, np.float64).reshape(1, -1, 1, 1)
+    return y
+
+
+def ref_backward_data(dy, w, g):
+    n, c, h, wd, k, kh, kw, ph, pw, *_, grp = g
+    cg, kg = c // grp, k // grp
+    dy, w = np.asarray(dy, np.float64), np.asarray(w, np.float64)
+    dxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    for gi in range(grp):
+        for r, s, rows, cols in _taps(g):
+            dxp[:, gi * cg:(gi + 1) * cg, rows, cols] += np.einsum(
+                "nkpq,kc->ncpq", dy[:, gi * kg:(gi + 1) * kg], w[gi * kg:(gi + 1) * kg, :, r, s])
+    return dxp[:, :, ph:ph + h, pw:pw + wd]
+
+
+def ref_backward_weights(x, dy, g):
+    n, c, h, wd, k, kh, kw, *_, grp = g
+    cg, kg = c // grp, k // grp
+    xp = _padded(np.asarray(x, np.float64), g)
+    dy = np.asarray(dy, np.float64)
+    dw = np.zeros((k, cg, kh, kw))
+    for gi in range(grp):
+        for r, s, rows, cols in _taps(g):
+            dw[gi * kg:(gi + 1) * kg, :, r, s] = np.einsum(
+                "nkpq,ncpq->kc", dy[:, gi * kg:(gi + 1) * kg],
+                xp[:, gi * cg:(gi + 1) * cg, rows, cols])
+    return dw
+
+
+# -- comparison -----------------------------------------------------------------------------------
+
+def check_close(got, want, scale, what, rtol=2e-5):
+    """|got - want| <= rtol * scale + 1e-6 elementwise, where scale bounds the magnitudes summed
+    into each element (the same reduction on |inputs|); the message names the first bad index."""
+    got = np.asarray(got, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, want {want.shape}"
+    bad = ~(np.abs(got - want) <= rtol * scale + 1e-6)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first at "
+                             f"index {pos}: got {got[pos]!r}, want {want[pos]!r} "
+                             f"(scale {scale[pos]!r})")
+
+
+def make_inputs(g, seed):
+    n, c, h, w, k, kh, kw, *_, grp = g
+    p, q = out_hw(g)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // grp, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    dy = rng.standard_normal((n, k, p, q)).astype(np.float32)
+    return x, wt, b, dy
+
+
+def run_native(g, x, w, b, dy):
+    """All three ops through the bindings, outputs pre-filled with garbage; dw/db start at 1 so
+    accumulation (+=) is checked."""
+    p, q = out_hw(g)
+    ws = np.full(native.conv_workspace_size(g), np.nan, np.float32)
+    y = np.full((g[0], g[4], p, q), np.nan, np.float32)
+    native.conv_forward(x, w, b, y, g, ws)
+    y_nobias = np.full_like(y, np.nan)
+    native.conv_forward(x, w, None, y_nobias, g, ws)
+    dx = np.full(x.shape, np.nan, np.float32)
+    native.conv_backward_data(dy, w, dx, g, ws)
+    dw = np.ones(w.shape, np.float32)
+    db = np.ones(g[4], np.float32)
+    native.conv_backward_weights(x, dy, dw, db, g, ws)
+    dw_only = np.zeros(w.shape, np.float32)
+    native.conv_backward_weights(x, dy, dw_only, None, g, ws)
+    return y, y_nobias, dx, dw - 1, db - 1, dw_only
+
+
+def check_geometry(g, seed, isas=ISAS):
+    x, w, b, dy = make_inputs(g, seed)
+    want_y = ref_forward(x, w, b, g)
+    want_y0 = want_y - b.astype(np.float64).reshape(1, -1, 1, 1)
+    want_dx = ref_backward_data(dy, w, g)
+    want_dw = ref_backward_weights(x, dy, g)
+    want_db = dy.astype(np.float64).sum(axis=(0, 2, 3))
+    ax, aw, ady = np.abs(x), np.abs(w), np.abs(dy)
+    s_y = ref_forward(ax, aw, np.abs(b), g)
+    s_dx = ref_backward_data(ady, aw, g)
+    s_dw = ref_backward_weights(ax, ady, g)
+    s_db = ady.astype(np.float64).sum(axis=(0, 2, 3))
+    for isa in isas:
+        with isa_cap(isa):
+            names = [native.conv_kernel_name(op, g) for op in ("fwd", "bwd_data", "bwd_weights")]
+            assert all(name.endswith("_" + isa) for name in names), (isa, names)
+            y, y0, dx, dw, db, dw_only = run_native(g, x, w, b, dy)
+        tag = f"{isa} {names} geometry {g}"
+        check_close(y, want_y, s_y, f"forward {tag}")
+        check_close(y0, want_y0, s_y, f"forward without bias {tag}")
+        check_close(dx, want_dx, s_dx, f"backward data {tag}")
+        check_close(dw, want_dw, s_dw, f"backward weights {tag}")
+        check_close(dw_only, want_dw, s_dw, f"backward weights (no bias) {tag}")
+        check_close(db, want_db, s_db, f"bias gradient {tag}")
+
+
+# -- the references themselves -------------------------------------------------------------------
+
+@pytest.mark.parametrize("g", [
+    (2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2),
+    (1, 3, 9, 8, 2, 3, 2, 2, 0, 2, 3, 2, 1, 1),
+    (2, 4, 5, 7, 4, 2, 3, 0, 1, 1, 2, 1, 2, 4),
+])
+def test_tap_reference_forward_matches_loop_reference(g):
+    x, w, b, _ = make_inputs(g, 3)
+    want = ref_conv.conv2d_forward(x, w, b, pad=g[7:9], stride=g[9:11], dilation=g[11:13],
+                                   group=g[13])
+    np.testing.assert_allclose(ref_forward(x, w, b, g), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("g", [
+    (2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2),
+    (1, 3, 9, 8, 2, 3, 2, 2, 0, 2, 3, 2, 1, 1),
+    (3, 6, 11, 10, 3, 5, 5, 3, 2, 3, 2, 1, 1, 3),
+])
+def test_tap_reference_backward_is_the_adjoint(g):
+    x, w, _, dy = make_inputs(g, 5)
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    lhs = np.vdot(ref_forward(x, w, None, g), dy)
+    np.testing.assert_allclose(np.vdot(x, ref_backward_data(dy, w, g)), lhs, rtol=1e-10)
+    np.testing.assert_allclose(np.vdot(w, ref_backward_weights(x, dy, g)), lhs, rtol=1e-10)
+
+
+# -- random geometries ----------------------------------------------------------------------------
+
+@st.composite
+def geometries(draw):
+    group_kind = draw(st.sampled_from(["1", "2", "depthwise"]))
+    if group_kind == "depthwise":
+        c = draw(st.integers(1, 20))
+        grp = c
+        k = c * draw(st.integers(1, 2))
+    else:
+        grp = int(group_kind)
+        c = grp * draw(st.integers(1, 20))
+        k = grp * draw(st.integers(1, 20))
+    kh = draw(st.sampled_from([1, 3, 5, 11]))
+    kw = draw(st.sampled_from([1, 3, kh]))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.sampled_from([1, 1, 2])), draw(st.sampled_from([1, 1, 2]))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    ext_h, ext_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    h = draw(st.integers(max(1, ext_h - 2 * ph), max(1, ext_h - 2 * ph) + 14))
+    w = draw(st.integers(max(1, ext_w - 2 * pw), max(1, ext_w - 2 * pw) + 14))
+    n = draw(st.sampled_from([1, 3]))
+    return (n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(g=geometries(), seed=st.integers(0, 2**31 - 1))
+def test_random_geometries_every_isa(g, seed):
+    check_geometry(g, seed)
+
+
+@pytest.mark.parametrize("g", [
+    # HEP-like: 3x3 pad 1, channels in whole blocks and with tails, odd sizes
+    (2, 32, 13, 15, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    (1, 17, 9, 30, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    # few input channels (first layers): the row-vector kernels, with a tail vector
+    (3, 3, 17, 37, 21, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    (1, 1, 11, 70, 7, 5, 5, 2, 2, 2, 1, 1, 1, 1),
+    (1, 4, 9, 19, 13, 3, 3, 1, 1, 1, 1, 2, 2, 1),
+    # pad larger than the dilated kernel needs (the flipped data-gradient convolution crops)
+    (2, 20, 6, 7, 18, 3, 3, 3, 2, 1, 1, 1, 1, 1),
+    (1, 2, 6, 7, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1),
+    # strides 2 and 3 (scatter data gradient), dilation 2, groups
+    (3, 24, 17, 13, 40, 3, 3, 1, 1, 2, 2, 1, 1, 2),
+    (1, 18, 23, 21, 20, 5, 5, 2, 2, 3, 3, 2, 2, 2),
+    (1, 3, 35, 35, 16, 11, 11, 2, 2, 4, 4, 1, 1, 1),
+    # depthwise and 1x1
+    (3, 32, 14, 15, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32),
+    (2, 40, 10, 9, 36, 1, 1, 0, 0, 1, 1, 1, 1, 1),
+    # 1x1 output, 1-pixel input
+    (2, 5, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+])
+def test_listed_geometries_every_isa(g):
+    check_geometry(g, 11)
+
+
+def test_several_image_chunks_every_isa():
+    # An image's blocked copy above the 8 MB chunk budget: one image per chunk, 3 chunks.
+    check_geometry((3, 16, 260, 262, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), 13,
+                   isas=[i for i in ISAS if i != "scalar"])
+
+
+def test_kernel_choice():
+    g_main = (2, 128, 14, 14, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    g_first = (2, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    g_depthwise = (2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32)
+    g_strided_first = (2, 3, 32, 32, 64, 3, 3, 1, 1, 2, 2, 1, 1, 1)
+    for isa in ISAS:
+        with isa_cap(isa):
+            if isa == "scalar":
+                assert native.conv_kernel_name("fwd", g_main) == "direct_scalar"
+                continue
+            assert native.conv_kernel_name("fwd", g_main) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("bwd_data", g_main) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("bwd_weights", g_main) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("fwd", g_first) == f"direct_fewc_{isa}"
+            assert native.conv_kernel_name("bwd_weights", g_first) == f"direct_fewc_{isa}"
+            assert native.conv_kernel_name("bwd_data", g_first) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("fwd", g_depthwise) == f"direct_fewc_{isa}"
+            assert native.conv_kernel_name("bwd_data", g_depthwise) == f"direct_fewc_{isa}"
+            assert native.conv_kernel_name("fwd", g_strided_first) == f"direct_blocked_{isa}"
+
+
+def test_workspace_covers_every_isa_and_stays_in_bounds():
+    # Sized once (as a layer does at reshape), it serves every ISA cap; the kernels write only
+    # inside it (guard values around a view stay untouched).
+    g = (3, 20, 11, 13, 24, 3, 3, 1, 1, 2, 1, 1, 1, 2)
+    x, w, b, dy = make_inputs(g, 17)
+    size = native.conv_workspace_size(g)
+    assert size > 0
+    buf = np.full(size + 64, 7.0, np.float32)
+    ws = buf[32:32 + size]
+    p, q = out_hw(g)
+    for isa in ISAS:
+        with isa_cap(isa):
+            y = np.empty((3, 24, p, q), np.float32)
+            native.conv_forward(x, w, b, y, g, ws)
+            native.conv_backward_data(dy, w, np.empty_like(x), g, ws)
+            native.conv_backward_weights(x, dy, np.zeros_like(w), None, g, ws)
+    assert (buf[:32] == 7.0).all() and (buf[32 + size:] == 7.0).all()
+
+
+def test_engine_wrappers_native_and_numpy_fallback_agree(monkeypatch):
+    monkeypatch.delenv("CREMA_KERNELS", raising=False)  # this test is about the native path
+    # engine.kernels.conv_* take the native kernels for float32 with a workspace, numpy otherwise
+    # (float64 here): both must give the reference's values.
+    g = (2, 6, 9, 8, 4, 3, 3, 1, 2, 2, 1, 1, 2, 2)
+    x, w, b, dy = make_inputs(g, 19)
+    p, q = out_hw(g)
+    ws = np.empty(kernels.conv_workspace_size(g), np.float32)
+    for dtype, workspace in ((np.float32, ws), (np.float64, None), (np.float32, None)):
+        xx, ww, bb, dd = (a.astype(dtype) for a in (x, w, b, dy))
+        y = kernels.conv_forward(xx, ww, bb, np.empty((2, 4, p, q), dtype), g, workspace)
+        dx = kernels.conv_backward_data(dd, ww, np.empty_like(xx), g, workspace)
+        dw = kernels.conv_backward_weights(xx, dd, np.ones_like(ww), np.ones_like(bb), g,
+                                           workspace)
+        np.testing.assert_allclose(y, ref_forward(x, w, b, g), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dx, ref_backward_data(dy, w, g), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dw - 1, ref_backward_weights(x, dy, g), rtol=1e-4, atol=1e-4)
+    assert kernels.conv_kernel_name("fwd", g, x) != "numpy"
+    assert kernels.conv_kernel_name("fwd", g, x.astype(np.float64)) == "numpy"
+    with pytest.raises(ValueError, match="op must be"):
+        kernels.conv_kernel_name("forward", g, x)
+
+
+# -- binding checks -------------------------------------------------------------------------------
+
+G0 = (2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2)
+
+
+def arrays(g=G0):
+    x, w, b, dy = make_inputs(g, 23)
+    p, q = out_hw(g)
+    ws = np.empty(native.conv_workspace_size(g), np.float32)
+    return x, w, b, dy, np.zeros((g[0], g[4], p, q), np.float32), ws
+
+
+@pytest.mark.parametrize("bad, match", [
+    ((2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1), "must be \\(N, C, H, W, K"),
+    ((2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 3), "group must"),
+    ((2, 4, 6, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 4), "group must"),
+    ((0, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2), "positive"),
+    ((2, 4, 6, 6, 8, 0, 3, 1, 1, 1, 1, 1, 1, 2), "kernel sizes"),
+    ((2, 4, 6, 6, 8, 3, 3, -1, 1, 1, 1, 1, 1, 2), "pad"),
+    ((2, 4, 6, 6, 8, 3, 3, 1, 1, 0, 1, 1, 1, 2), "stride and dilation"),
+    ((2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 0, 2), "stride and dilation"),
+    ((2, 4, 2, 6, 8, 5, 3, 1, 1, 1, 1, 1, 1, 2), "larger than the padded input"),
+    ((2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1 << 21, 2), "too large"),
+    ((1 << 19, 1 << 19, 1 << 10, 1 << 10, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), "too large"),
+])
+def test_bad_geometry_is_a_value_error(bad, match):
+    x, w, b, dy, y, ws = arrays()
+    for call in (lambda: native.conv_workspace_size(bad),
+                 lambda: native.conv_kernel_name("fwd", bad),
+                 lambda: native.conv_forward(x, w, b, y, bad, ws),
+                 lambda: native.conv_backward_data(dy, w, x.copy(), bad, ws),
+                 lambda: native.conv_backward_weights(x, dy, w.copy(), None, bad, ws)):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_wrong_sizes_and_arrays_are_value_errors():
+    x, w, b, dy, y, ws = arrays()
+    g = G0
+    cases = [
+        (lambda: native.conv_forward(x[:1], w, b, y, g, ws), "x has"),
+        (lambda: native.conv_forward(x, w[:1], b, y, g, ws), "weights has"),
+        (lambda: native.conv_forward(x, w, b[:3], y, g, ws), "bias has"),
+        (lambda: native.conv_forward(x, w, b, y[:1], g, ws), "y has"),
+        (lambda: native.conv_forward(x, w, b, y.astype(np.float64), g, ws), "float32"),
+        (lambda: native.conv_forward(x, w, b, np.asfortranarray(y), g, ws), "C-contiguous"),
+        (lambda: native.conv_forward(x, w, b, y, g, np.zeros(ws.size, np.float64)), "workspace"),
+        (lambda: native.conv_backward_data(dy[:1], w, x.copy(), g, ws), "dy has"),
+        (lambda: native.conv_backward_data(dy, w, x[:1].copy(), g, ws), "dx has"),
+        (lambda: native.conv_backward_weights(x, dy, w[:1].copy(), None, g, ws), "dw has"),
+        (lambda: native.conv_backward_weights(x, dy, w.copy(), b[:2].copy(), g, ws), "db has"),
+        (lambda: native.conv_kernel_name("forward", g), "op must be"),
+    ]
+    if "scalar" not in native.conv_kernel_name("fwd", g):
+        # the blocked kernels need a layout workspace; the scalar one needs next to none
+        cases.append((lambda: native.conv_forward(x, w, b, y, g, ws[:10]), "workspace has"))
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+    ro = y.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        native.conv_forward(x, w, b, ro, g, ws)
+    # Nothing was written by the refused calls.
+    y_before = y.copy()
+    with pytest.raises(ValueError):
+        native.conv_forward(x, w, b[:3], y, g, ws)
+    assert np.array_equal(y, y_before, equal_nan=True)
+
+
+# -- the layers -----------------------------------------------------------------------------------
+
+def conv_text(body, kind="Convolution"):
+    return (f'name: "c" type: "{kind}" convolution_param {{ {body} '
+            f'weight_filler {{ type: "gaussian" std: 0.5 }} '
+            f'bias_filler {{ type: "gaussian" std: 0.5 }} }}')
+
+
+@pytest.mark.parametrize("algo", ["direct", "winograd", "auto"])
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("body, shape", [
+    ("num_output: 20 kernel_size: 3 pad: 1", (2, 18, 9, 11)),
+    ("num_output: 6 kernel_size: 3 pad: 1 stride: 2 group: 2", (3, 4, 7, 8)),
+    ("num_output: 16 kernel_h: 5 kernel_w: 3 pad_h: 2 pad_w: 1 dilation: 2", (1, 3, 12, 9)),
+    ("num_output: 12 kernel_size: 3 pad: 1 group: 12", (2, 12, 6, 7)),
+    ("num_output: 9 kernel_size: 1 stride: 3", (2, 17, 8, 10)),
+])
+def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, shape):
+    # CREMA_CONV_ALGO forces the direct or the Winograd kernels (Winograd only where they apply:
+    # 3x3, stride 1, no dilation, one group); auto lets conv_algorithm time them.
+    monkeypatch.setenv("CREMA_CONV_ALGO", algo)
+    x = np.random.default_rng(41).standard_normal(shape)
+    runs = {}
+    for dtype in (np.float32, np.float64):
+        layer = layer_from_text(conv_text(body, kind))
+        bottom, top = run_forward(layer, [x, x[::-1].copy()], dtype=dtype, seed=43)
+        for i, t in enumerate(top):
+            t.diff[...] = np.random.default_rng(47 + i).standard_normal(t.shape)
+        layer.backward(top, [True, True], bottom)
+        layer.backward(top, [True, True], bottom)  # parameter diffs accumulate
+        runs[dtype] = (layer, [t.data.copy() for t in top], [b.diff.copy() for b in bottom],
+                       [p.diff.copy() for p in layer.blobs])
+    layer32, layer64 = runs[np.float32][0], runs[np.float64][0]
+    assert layer64.kernel.startswith("numpy")
+    assert set(layer32.kernels) == {"forward", "backward_data", "backward_weights"}
+    assert layer32.kernels["backward_weights"].startswith("direct_")
+    winograd_applies = kernels.winograd_available(layer32.native_geometry)
+    for op, name in (("fwd", "forward"), ("bwd_data", "backward_data")):
+        if kind == "Deconvolution":  # its passes are the convolution's, swapped
+            name = {"forward": "backward_data", "backward_data": "forward"}[name]
+        want = layer32.algorithm[op]
+        if algo == "direct" or not winograd_applies:
+            assert want == "direct", (op, want)
+        elif algo == "winograd":
+            assert want == "winograd", (op, want)
+        else:  # auto: whichever was faster here
+            assert want in ("direct", "winograd"), (op, want)
+        assert layer32.kernels[name].startswith(want + "_"), (op, layer32.kernels)
+    for got_list, want_list, what in zip(runs[np.float32][1:], runs[np.float64][1:],
+                                         ("top data", "bottom diff", "param diff")):
+        for i, (got, want) in enumerate(zip(got_list, want_list)):
+            assert got.dtype == np.float32
+            scale = np.abs(want).max() + 1.0
+            err = np.abs(got - want)
+            if not (err <= 2e-4 * scale).all():
+                pos = tuple(int(v) for v in np.argwhere(err > 2e-4 * scale)[0])
+                raise AssertionError(f"{kind} {body}: {what} [{i}] differs at {pos}: "
+                                     f"{got[pos]} vs {want[pos]}")
+
+
+def test_conv_algorithm_choice(monkeypatch):
+    g_wino = (2, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    g_other = [(2, 16, 12, 12, 16, 3, 3, 1, 1, 2, 2, 1, 1, 1),   # stride 2
+               (2, 16, 12, 12, 16, 3, 3, 2, 2, 1, 1, 2, 2, 1),   # dilation 2
+               (2, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 2),   # groups
+               (2, 16, 12, 12, 16, 5, 5, 2, 2, 1, 1, 1, 1, 1),   # 5x5
+               (2, 16, 12, 12, 16, 3, 3, 3, 3, 1, 1, 1, 1, 1)]   # pad 3
+    for g in g_other:
+        assert not kernels.winograd_available(g)
+        for mode in ("auto", "winograd", "direct"):
+            monkeypatch.setenv("CREMA_CONV_ALGO", mode)
+            assert kernels.conv_algorithm(g, "fwd") == "direct"
+    monkeypatch.setenv("CREMA_CONV_ALGO", "bogus")
+    with pytest.raises(ValueError, match="CREMA_CONV_ALGO"):
+        kernels.conv_algorithm(g_wino, "fwd")
+    monkeypatch.setenv("CREMA_CONV_ALGO", "auto")
+    with pytest.raises(ValueError, match="op must be"):
+        kernels.conv_algorithm(g_wino, "forward")
+    if not kernels.winograd_available(g_wino):  # a build without the Winograd kernels
+        assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
+        return
+    assert kernels.conv_algorithm(g_wino, "bwd_weights") == "direct"
+    # auto: the faster of the two timings wins, timed once per geometry and op.
+    calls = []
+    monkeypatch.setattr(kernels, "_conv_algo_cache", {})
+    timings = {"fwd": (2.0, 1.0), "bwd_data": (1.0, 3.0)}
+    monkeypatch.setattr(kernels, "_time_conv_algorithms",
+                        lambda g, op: calls.append(op) or timings[op])
+    for _ in range(3):
+        assert kernels.conv_algorithm(g_wino, "fwd") == "winograd"
+        assert kernels.conv_algorithm(g_wino, "bwd_data") == "direct"
+    assert sorted(calls) == ["bwd_data", "fwd"]
+    monkeypatch.setenv("CREMA_CONV_ALGO", "direct")
+    assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
+    monkeypatch.setenv("CREMA_CONV_ALGO", "winograd")
+    assert kernels.conv_algorithm(g_wino, "bwd_data") == "winograd"
+    with monkeypatch.context() as m:
+        m.setenv("CREMA_KERNELS", "reference")
+        assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
+
+
+def test_conv_algorithm_timing_runs_both_kernels():
+    # The real timing function on a small geometry: two positive times, threads restored.
+    g = (4, 16, 10, 10, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    if not kernels.winograd_available(g):
+        assert kernels.conv_algorithm(g, "fwd") == "direct"
+        return
+    threads = kernels.get_num_threads()
+    for op in ("fwd", "bwd_data"):
+        direct_ms, winograd_ms = kernels._time_conv_algorithms(g, op)
+        assert direct_ms > 0 and winograd_ms > 0
+    assert kernels.get_num_threads() == threads
+
+
+def test_layer_reference_env_and_propagate_down(monkeypatch):
+    # CREMA_KERNELS=reference keeps float32 on numpy; propagate_down False leaves the bottom diff
+    # alone and a frozen weight (no param_propagate_down) is not touched by the native path,
+    # while the bias still gets its gradient.
+    text = conv_text("num_output: 8 kernel_size: 3 pad: 1")
+    x = np.random.default_rng(53).standard_normal((2, 5, 6, 7))
+    monkeypatch.setenv("CREMA_KERNELS", "reference")
+    layer = layer_from_text(text)
+    run_forward(layer, [x], dtype=np.float32, seed=3)
+    assert layer.kernel == "numpy im2col + gemm"
+    monkeypatch.delenv("CREMA_KERNELS")
+    layer = layer_from_text(text)
+    bottom, top = run_forward(layer, [x], dtype=np.float32, seed=3)
+    assert layer.kernel.startswith("direct_")
+    layer.param_propagate_down[0] = False  # what a net sets for lr_mult: 0
+    top[0].diff[...] = 1.0
+    bottom[0].diff[...] = 123.0
+    layer.backward(top, [False], bottom)
+    assert (bottom[0].diff == 123.0).all()
+    assert (layer.blobs[0].diff == 0).all()
+    np.testing.assert_allclose(layer.blobs[1].diff, np.full(8, 2 * 6 * 7), rtol=1e-6)
