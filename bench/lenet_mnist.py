@@ -85,8 +85,9 @@ def main(argv=None):
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
 
-    install_glog_format()
-    logging.getLogger("crema").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    # The solver logs at INFO (the rates are read from those records); only show them if asked.
+    install_glog_format().setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("crema").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="crema-lenet-") as tmp:
         root = Path(tmp)
         (root / "examples/mnist").mkdir(parents=True)
