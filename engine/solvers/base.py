@@ -23,8 +23,9 @@ The loop (Caffe's Solver::Step), per iteration:
   clear parameter diffs -> test (every test_interval iterations; at 0 only with
   test_initialization) -> on_start callbacks -> iter_size forward/backward passes (losses averaged,
   diffs accumulate) -> smoothed loss over the last average_loss iterations -> display -> the
-  on_gradients_ready callbacks -> ApplyUpdate (lr, clip, normalize, regularize, update rule,
-  data -= diff) -> iter += 1 -> snapshot every `snapshot` iterations -> the action request.
+  non-finite check (solver.check_finite) -> on_gradients_ready callbacks -> ApplyUpdate (lr,
+  clip, normalize, regularize, update rule, before_update callbacks, data -= diff) ->
+  iter += 1 -> snapshot every `snapshot` iterations -> the action request.
 
 Action requests (Caffe's SolverAction): `solver.action_request` may be a callable returning
 "none", "stop" or "snapshot" (the CLI sets it from SIGINT/SIGHUP handlers). It is polled once per
@@ -134,7 +135,8 @@ class Solver(abc.ABC):
         mode = crema_pb2.SolverParameter.SolverMode.Name(param.solver_mode)
         self.log.info("solver_mode %s: crema runs on CPUs", mode)
 
-        self.callbacks = []  # (on_start, on_gradients_ready) pairs, pycaffe's add_callback
+        self.callbacks = []  # (on_start, on_gradients_ready, before_update) from add_callback
+        self.check_finite = True  # stop on a NaN/Inf loss or gradient (see _check_finite)
         self.action_request = None
         self._deferred_snapshot = False  # a snapshot requested during a test
         self.requested_early_exit = False
@@ -282,12 +284,45 @@ class Solver(abc.ABC):
                 net.copy_from(self._resolve(name, "weights file"))
 
     # -- callbacks and requests -------------------------------------------------------------
-    def add_callback(self, on_start=None, on_gradients_ready=None):
-        """pycaffe's add_callback: on_start() runs at the start of every iteration (after the
-        test, before the forward passes); on_gradients_ready() after the backward passes of all
-        iter_size batches, before clipping, normalization, regularization and the update - the
-        place to reduce gradients across processes."""
-        self.callbacks.append((on_start, on_gradients_ready))
+    def add_callback(self, on_start=None, on_gradients_ready=None, before_update=None):
+        """pycaffe's add_callback, plus one hook: on_start() runs at the start of every
+        iteration (after the test, before the forward passes); on_gradients_ready() after the
+        backward passes of all iter_size batches, before clipping, normalization, regularization
+        and the update - the place to reduce gradients across processes; before_update() once
+        the update rule has turned every diff into the step to subtract, just before
+        `data -= diff` - the place to exchange steps or weights with a parameter server."""
+        self.callbacks.append((on_start, on_gradients_ready, before_update))
+
+    def _run_hooks(self, index):
+        for hooks in self.callbacks:
+            if hooks[index] is not None:
+                hooks[index]()
+
+    def _check_finite(self, loss):
+        """Stop with a SolverError when the loss or a parameter gradient is NaN/Inf, naming the
+        iteration and the first layer (in forward order) whose top data or parameter diff is
+        non-finite. The cheap test (the loss and one float64 sum per gradient) runs every
+        iteration; the layer-by-layer search only once something is wrong."""
+        if np.isfinite(loss) and all(np.isfinite(np.sum(b.diff, dtype=np.float64))
+                                     for b in self.net.learnable_params):
+            return
+        net = self.net
+        culprit = "no layer's top or parameter diff (the loss weights?)"
+        for name, layer, tops in zip(net._layer_names, net.layers, net._top_blobs):
+            bad_top = next((t for t, blob in zip(net.top_names[name], tops)
+                            if not np.all(np.isfinite(blob.data))), None)
+            if bad_top is not None:
+                culprit = f"the top '{bad_top}' of layer '{name}' ({layer.type})"
+                break
+            bad_param = next((i for i, blob in enumerate(layer.blobs)
+                              if not np.all(np.isfinite(blob.diff))), None)
+            if bad_param is not None:
+                culprit = f"the diff of parameter {bad_param} of layer '{name}' ({layer.type})"
+                break
+        raise SolverError(f"Iteration {self.iter}: training diverged (loss = {float(loss):g}); "
+                          f"the first non-finite values are in {culprit}. Lower base_lr or "
+                          "check the data; set solver.check_finite = False (crema train "
+                          "-check_finite=false) to train on regardless")
 
     def share_weights(self, net):
         """Make `net` use the train net's parameters by layer name (pycaffe's share_weights)."""
@@ -327,9 +362,7 @@ class Solver(abc.ABC):
                 self.test_all()
                 if self.requested_early_exit:
                     break  # a stop was requested while testing
-            for on_start, _ in self.callbacks:
-                if on_start is not None:
-                    on_start()
+            self._run_hooks(0)  # on_start
             display = bool(p.display) and self.iter % p.display == 0
             loss = np.float32(0)
             for _ in range(p.iter_size):
@@ -338,9 +371,9 @@ class Solver(abc.ABC):
             self._update_smoothed_loss(loss, average_loss)
             if display:
                 self._display()
-            for _, on_gradients_ready in self.callbacks:
-                if on_gradients_ready is not None:
-                    on_gradients_ready()
+            if self.check_finite:
+                self._check_finite(loss)
+            self._run_hooks(1)  # on_gradients_ready
             self.apply_update()
             self.iter += 1  # the number of updates applied so far
 

@@ -53,6 +53,7 @@ class SGDSolver(Solver):
             self.normalize(i)
             self.regularize(i)
             self.compute_update_value(i, rate)
+        self._run_hooks(2)  # before_update: the diffs now hold the steps
         for blob in self.net.learnable_params:
             np.subtract(blob.data, blob.diff, out=blob.data)
 

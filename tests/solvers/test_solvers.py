@@ -473,3 +473,48 @@ def test_glog_format():
     assert PARSE_LOG["lr"].search(lines[0]).group(1) == "0.01"
     record = logging.LogRecord("x", logging.CRITICAL, "f.py", 1, "m", None, None)
     assert GlogFormatter().format(record).startswith("F")
+
+
+def test_before_update_hook_sees_the_steps_before_they_are_applied():
+    solver = get_solver(solver_text('base_lr: 0.1 lr_policy: "fixed" momentum: 0.9'))
+    seen = []
+
+    def before_update():
+        w = solver.net.params["ip"][0]
+        seen.append((w.data.copy(), w.diff.copy()))
+    solver.add_callback(before_update=before_update)
+    solver.step(2)
+    assert len(seen) == 2
+    # the data has not moved yet when the hook runs, and it then moves by exactly the step
+    np.testing.assert_array_equal(seen[1][0], seen[0][0] - seen[0][1])
+    np.testing.assert_array_equal(solver.net.params["ip"][0].data, seen[1][0] - seen[1][1])
+
+
+NAN_NET = NET.replace(
+    'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "out"',
+    'layer { name: "root" type: "Power" bottom: "x" top: "xr" power_param { power: 0.5 } }\n'
+    'layer { name: "ip" type: "InnerProduct" bottom: "xr" top: "out"')
+
+
+def test_non_finite_loss_stops_naming_iteration_and_first_layer():
+    # sqrt of gaussian inputs: the negative half turns into NaN in the Power layer's top
+    solver = get_solver(solver_text('base_lr: 0.1 lr_policy: "fixed"', net=NAN_NET))
+    before = solver.net.params["ip"][0].data.copy()
+    with pytest.raises(SolverError, match=r"Iteration 0: training diverged \(loss = nan\); the "
+                                          r"first non-finite values are in the top 'xr' of layer "
+                                          r"'root' \(Power\)"):
+        solver.step(3)
+    np.testing.assert_array_equal(solver.net.params["ip"][0].data, before)  # nothing applied
+    solver.check_finite = False
+    solver.step(2)
+    assert solver.iter == 2 and np.isnan(solver.net.params["ip"][0].data).all()
+
+
+def test_overflowing_loss_names_the_loss_layer():
+    solver = get_solver(solver_text('base_lr: 0.1 lr_policy: "fixed"'))
+    solver.net.params["ip"][1].data[...] = np.float32(3e38)  # finite outputs, the loss overflows
+    with pytest.raises(SolverError, match=r"Iteration 0: training diverged \(loss = inf\); the "
+                                          r"first non-finite values are in the top 'loss' of "
+                                          r"layer 'loss' \(EuclideanLoss\)"):
+        with np.errstate(over="ignore"):
+            solver.step(1)
