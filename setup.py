@@ -1,5 +1,6 @@
-"""Build crema: generate engine/crema_pb2.py from proto/crema.proto and build engine._kernels
-(C++17, pybind11) through CMake. `pip install .` and `pip install -e .` both run this."""
+"""Build crema: generate engine/crema_pb2.py from proto/crema.proto, build engine._kernels
+(C++17, pybind11) through CMake and the Cython modules (engine.data._transform) through
+setuptools. `pip install .` and `pip install -e .` both run this."""
 import os
 import subprocess
 import sys
@@ -41,8 +42,13 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
+    """CMakeExtension entries go to CMake; ordinary (cythonized) Extensions to setuptools."""
+
     def build_extension(self, ext):
         generate_proto()  # editable installs run build_ext but not build_py
+        if not isinstance(ext, CMakeExtension):
+            super().build_extension(ext)
+            return
         import pybind11
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
@@ -66,9 +72,20 @@ class CMakeBuild(build_ext):
                        cwd=build_temp, check=True)
 
 
+def cython_extensions():
+    import numpy
+    from Cython.Build import cythonize
+
+    ext = Extension("engine.data._transform", ["engine/data/_transform.pyx"],
+                    include_dirs=[numpy.get_include()], extra_compile_args=["-O3"],
+                    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True,
+                     build_dir="build/cython")
+
+
 setup(
     packages=find_packages(include=["engine", "engine.*"]),
-    ext_modules=[CMakeExtension("engine._kernels")],
+    ext_modules=[CMakeExtension("engine._kernels")] + cython_extensions(),
     cmdclass={"build_py": BuildPy, "build_ext": CMakeBuild},
     zip_safe=False,
 )

@@ -1,4 +1,4 @@
-"""Pooling kernels and the machine's FMA peak, measured in one process.
+"""Pooling and convolution kernels and the machine's FMA peak, measured in one process.
 
     python bench/kernels.py                 # default shapes, 5 reps (median)
     python bench/kernels.py --reps 9 --threads 1
@@ -14,6 +14,14 @@ FP32 FMA peak per ISA (engine.kernels.peak_gflops).
 Shapes: (8, 128, 112, 112), and the HEP classifier's first-layer maps: 128 channels of 224 x 224
 (the 3x3 conv + 2x2 max-pool stacks of the HEP network), one image by default since batch 8 is
 ~200 MB per buffer (--full).
+
+Convolutions (--only conv; also in the default run): the layers of LeNet (batch 64) and AlexNet
+(batch 16), forward (with the algorithm engine.kernels.conv_algorithm picks, as the layer runs
+it) and backward (data + weight + bias gradients) in ms, GFLOP/s (direct-algorithm flops,
+2*N*K*C/G*R*S*P*Q per pass, twice that for the backward), % of peak (engine.kernels.peak_gflops()
+of the ISA in use x threads) and the ratio to torch.nn.functional.conv2d / aten
+convolution_backward on the same threads (x torch > 1: crema is faster). --wcache times the
+HEP layers' direct forward with and without the weight cache (conv_forward's weight_cache).
 """
 import argparse
 import os
@@ -126,12 +134,140 @@ def bench_shape(shape, reps, isas, rows):
             "numpy": ref, "speedup": ref / fwd, "torch": tch, "names": names})
 
 
+LENET_ALEXNET = [
+    # name, (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, group)
+    ("lenet conv1", (64, 1, 28, 28, 20, 5, 5, 0, 0, 1, 1, 1, 1, 1)),
+    ("lenet conv2", (64, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1)),
+    ("alexnet conv1", (16, 3, 227, 227, 96, 11, 11, 0, 0, 4, 4, 1, 1, 1)),
+    ("alexnet conv2", (16, 96, 27, 27, 256, 5, 5, 2, 2, 1, 1, 1, 1, 2)),
+    ("alexnet conv3", (16, 256, 13, 13, 384, 3, 3, 1, 1, 1, 1, 1, 1, 1)),
+    ("alexnet conv4", (16, 384, 13, 13, 384, 3, 3, 1, 1, 1, 1, 1, 1, 2)),
+    ("alexnet conv5", (16, 384, 13, 13, 256, 3, 3, 1, 1, 1, 1, 1, 1, 2)),
+]
+
+
+def conv_flops(geo):
+    n, c, h, w, k, r, s, *_, g = geo
+    p, q = kernels.conv_output_hw(geo)
+    return 2.0 * n * k * (c // g) * r * s * p * q
+
+
+def conv_arrays(geo, seed=0):
+    n, c, h, w, k, r, s, *_, g = geo
+    p, q = kernels.conv_output_hw(geo)
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, c, h, w), dtype=np.float32),
+            rng.standard_normal((k, c // g, r, s), dtype=np.float32) * np.float32(0.1),
+            rng.standard_normal(k, dtype=np.float32),
+            rng.standard_normal((n, k, p, q), dtype=np.float32))
+
+
+def crema_conv_ms(geo, reps):
+    """(fwd ms, bwd ms, fwd kernel, bwd kernels) as the Convolution layer runs them."""
+    x, w, b, dy = conv_arrays(geo)
+    y, dx = np.empty_like(dy), np.empty_like(x)
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    ws = np.empty(max(1, kernels.conv_workspace_size(geo)), np.float32)
+    wc = np.zeros(max(1, kernels.conv_weight_cache_size(geo)), np.float32)
+    algo = {op: kernels.conv_algorithm(geo, op) for op in ("fwd", "bwd_data")}
+    names = {op: (kernels.winograd_kernel_name(geo, backward=op == "bwd_data")
+                  if algo.get(op) == "winograd" else kernels.conv_kernel_name(op, geo, x))
+             for op in kernels.CONV_OPS}
+    wino = {}
+    if "winograd" in algo.values():
+        wino = {bw: (np.empty(max(1, kernels.winograd_workspace_size(geo, backward=bw)),
+                              np.float32),
+                     np.zeros(max(1, kernels.winograd_filter_cache_size(geo, backward=bw)),
+                              np.float32)) for bw in (False, True)}
+
+    def fwd():
+        if algo["fwd"] == "winograd":
+            kernels.winograd_conv2d_forward(x, w, b, y, geo, *wino[False])
+        else:
+            kernels.conv_forward(x, w, b, y, geo, ws, weight_cache=wc)
+
+    def bwd():
+        kernels.conv_backward_weights(x, dy, dw, db, geo, ws)
+        if algo["bwd_data"] == "winograd":
+            kernels.winograd_conv2d_backward_data(dy, w, dx, geo, *wino[True])
+        else:
+            kernels.conv_backward_data(dy, w, dx, geo, ws)
+
+    return median_ms(fwd, reps), median_ms(bwd, reps), names
+
+
+def torch_conv_ms(geo, reps):
+    try:
+        import torch
+        import torch.nn.functional as F
+    except Exception:  # torch is optional
+        return None, None
+    torch.set_num_threads(engine.get_num_threads())
+    n, c, h, wd, k, r, s, ph, pw, sh, sw, dh, dw_, g = geo
+    x, w, b, dy = (torch.from_numpy(a) for a in conv_arrays(geo))
+    kw = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw_), groups=g)
+    with torch.no_grad():
+        fwd = median_ms(lambda: F.conv2d(x, w, b, **kw), reps)
+        bwd = median_ms(lambda: torch.ops.aten.convolution_backward(
+            dy, x, w, [k], [sh, sw], [ph, pw], [dh, dw_], False, [0, 0], g,
+            [True, True, True]), reps)
+    return fwd, bwd
+
+
+def bench_conv(reps):
+    nt = engine.get_num_threads()
+    print(f"\nconvolutions (peak = peak_gflops() x {nt} threads, probed right after each layer's "
+          f"timing since the machine is shared; median of {reps})")
+    print(f"{'layer':>14} {'fwd ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'torch':>8} {'x torch':>7} "
+          f"{'bwd ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'torch':>8} {'x torch':>7} {'peak':>6}  "
+          "kernels (fwd / bwd_data / bwd_weights)")
+    for name, geo in LENET_ALEXNET:
+        f, bw, names = crema_conv_ms(geo, reps)
+        peak = kernels.peak_gflops() * nt
+        tf, tb = torch_conv_ms(geo, reps)
+        fl = conv_flops(geo)
+        gf, gb = fl / f / 1e6, 2 * fl / bw / 1e6
+
+        def tcol(t, mine):
+            return f" {t:>8.2f} {t / mine:>7.2f}" if t is not None else f" {'n/a':>8} {'':>7}"
+        print(f"{name:>14} {f:>8.2f} {gf:>8.1f} {100 * gf / peak:>5.0f}%{tcol(tf, f)} "
+              f"{bw:>8.2f} {gb:>8.1f} {100 * gb / peak:>5.0f}%{tcol(tb, bw)} {peak:>6.0f}  "
+              f"{names['fwd']} / {names['bwd_data']} / {names['bwd_weights']}")
+
+
+def bench_wcache(reps, batch=8):
+    """The HEP layers' direct forward with the weight cache (a warm, matching cache: repack
+    skipped) against without (repack every call)."""
+    print(f"\nweight cache, HEP layers (3x3, 128 outputs, pad 1, batch {batch}, direct forward, "
+          f"median of {reps})")
+    print(f"{'input':>16} {'no cache':>9} {'cached':>9} {'saved':>8} {'gain':>6}")
+    for c, hw in ((3, 224), (128, 112), (128, 56), (128, 28), (128, 14)):
+        geo = (batch, c, hw, hw, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+        x, w, b, _ = conv_arrays(geo)
+        y = np.empty((batch, 128, hw, hw), np.float32)
+        ws = np.empty(max(1, kernels.conv_workspace_size(geo)), np.float32)
+        wc = np.zeros(max(1, kernels.conv_weight_cache_size(geo)), np.float32)
+        # interleaved, so both see the same contention
+        t_no, t_c = [], []
+        for _ in range(reps):
+            t_no.append(median_ms(lambda: kernels.conv_forward(x, w, b, y, geo, ws), 1, 0))
+            t_c.append(median_ms(lambda: kernels.conv_forward(x, w, b, y, geo, ws,
+                                                              weight_cache=wc), 1, 1))
+        a, m = statistics.median(t_no), statistics.median(t_c)
+        print(f"{str((batch, c, hw, hw)):>16} {a:>6.2f} ms {m:>6.2f} ms {a - m:>5.2f} ms "
+              f"{100 * (a - m) / a:>5.1f}%  ({kernels.conv_kernel_name('fwd', geo, x)})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (median); >= 5")
     ap.add_argument("--threads", type=int, default=None, help="kernel threads (default: current)")
     ap.add_argument("--full", action="store_true", help="also (8, 128, 224, 224)")
     ap.add_argument("--peak-seconds", type=float, default=0.2)
+    ap.add_argument("--only", choices=("pool", "conv"), default=None,
+                    help="only the pooling or only the convolution section")
+    ap.add_argument("--wcache", action="store_true",
+                    help="also time the weight cache on the HEP layers")
     args = ap.parse_args(argv)
     reps = max(5, args.reps)
     if args.threads:
@@ -146,6 +282,12 @@ def main(argv=None):
     print(f"# {info['vendor']} {info['model']}, {info['logical_cores']} logical cores, "
           f"ISAs {', '.join(isas)}, kernel threads {engine.get_num_threads()} "
           f"(OpenMP {'on' if kernels.openmp_enabled() else 'off'}), median of {reps}")
+    if args.wcache:
+        bench_wcache(reps)
+    if args.only != "pool":
+        bench_conv(reps)
+    if args.only == "conv":
+        return
     rows = []
     for shape in shapes:
         bench_shape(shape, reps, isas, rows)

@@ -8,6 +8,8 @@ scripts (parse_log, plot, draw).
     crema parse_log train.log out_dir/
     crema plot train.log curves.png [--x iters|seconds]
     crema draw net.prototxt net.svg [--rankdir LR] [--phase TRAIN|TEST]
+    crema convert -input SRC -output DB [-backend lmdb|hdf5] [-encoded] [-shuffle] ...
+    crema compute_mean -input DB -output mean.binaryproto
 
 Flags are gflags-style as in Caffe: -flag=value, -flag value, --flag=value and --flag value all
 work, boolean flags also as -flag / -noflag. Log lines go to stderr in glog's format, as Caffe's do.
@@ -34,6 +36,8 @@ commands:
   parse_log       training log -> .train and .test CSV tables
   plot            training log -> plot of the train and test outputs (needs matplotlib)
   draw            net prototxt -> graph drawing (.dot; .svg, .png, ... need Graphviz 'dot')
+  convert         MNIST, numpy arrays or image folders -> LMDB or HDF5
+  compute_mean    mean image of a database -> BlobProto (.binaryproto)
   help            show this help
 """
 
@@ -46,6 +50,8 @@ examples:
   crema parse_log train.log OUT_DIR
   crema plot train.log curves.png --x seconds
   crema draw train_val.prototxt net.svg --rankdir TB --phase TRAIN
+  crema convert -input images/ -output train_lmdb -resize_height 32 -resize_width 32 -shuffle
+  crema compute_mean -input train_lmdb -output mean.binaryproto
 """
 
 # name: (kind, default, help). Caffe's flags keep Caffe's defaults and wording.
@@ -65,6 +71,8 @@ FLAGS = {
                                      "snapshot, stop or none."),
     "sighup_effect": ("str", "snapshot", "Optional; action to take when a SIGHUP signal is "
                                          "received: snapshot, stop or none."),
+    "check_finite": ("bool", True, "train: stop when the loss or a gradient becomes NaN/Inf, "
+                                   "naming the first layer where it appeared."),
     "threads": ("int", 0, "Optional; number of CPU threads for the kernels and BLAS (0: leave "
                           "the default)."),
     "debug": ("bool", False, "Show Python tracebacks on errors (also CREMA_DEBUG=1)."),
@@ -72,19 +80,34 @@ FLAGS = {
     "x": ("str", "iters", "plot: x axis, iters or seconds."),
     "rankdir": ("str", "LR", "draw: direction of the graph layout, LR, RL, TB or BT."),
     "delimiter": ("str", ",", "parse_log: column delimiter of the CSV files."),
+    "input": ("str", "", "convert: MNIST folder or pickle, IDX images file, .npy/.npz, or image "
+                         "folder; compute_mean: the database."),
+    "output": ("str", "", "convert: the database to write; compute_mean: the .binaryproto."),
+    "backend": ("str", "lmdb", "convert: the output format, lmdb or hdf5."),
+    "encoded": ("bool", False, "convert: store the images encoded (PNG, or the file's own bytes)."),
+    "resize_height": ("int", 0, "convert: resize the images to this height (with -resize_width)."),
+    "resize_width": ("int", 0, "convert: resize the images to this width (with -resize_height)."),
+    "gray": ("bool", False, "convert: read image files as grayscale."),
+    "shuffle": ("bool", False, "convert: shuffle the order of the records."),
+    "listfile": ("str", "", "convert: lines 'path label', paths relative to the -input folder."),
+    "labels": ("str", "", "convert: labels file for an IDX images file or a .npy of images."),
+    "split": ("str", "train", "convert: the MNIST split to convert, train or test."),
 }
 
 COMMON = ("threads", "debug", "gpu")
 COMMANDS = {
     # name: (flags it reads, positional argument names)
     "train": (("solver", "snapshot", "weights", "level", "stage", "sigint_effect",
-               "sighup_effect") + COMMON, ()),
+               "sighup_effect", "check_finite") + COMMON, ()),
     "test": (("model", "weights", "iterations", "phase", "level", "stage") + COMMON, ()),
     "time": (("model", "iterations", "phase", "level", "stage") + COMMON, ()),
     "device_query": (COMMON, ()),
     "parse_log": (("delimiter", "debug"), ("LOGFILE", "OUTDIR")),
     "plot": (("x", "debug"), ("LOGFILE", "OUT")),
     "draw": (("rankdir", "phase", "debug"), ("NET", "OUT")),
+    "convert": (("input", "output", "backend", "encoded", "resize_height", "resize_width", "gray",
+                 "shuffle", "listfile", "labels", "split", "debug"), ()),
+    "compute_mean": (("input", "output", "debug"), ()),
     "help": (("debug",), ()),
 }
 
@@ -353,6 +376,7 @@ def cmd_train(flags):
         solver = engine.solvers.get_solver(param if edits else flags.solver,
                                            solver_path=flags.solver)
         solver.action_request = handler
+        solver.check_finite = flags.check_finite
         for w in weights:
             log.info("Finetuning from %s", w)
             for net in [solver.net] + list(solver.test_nets):
@@ -611,6 +635,50 @@ def cmd_draw(flags, net, out):
     return 0
 
 
+def _input_output(flags, command, what):
+    if not flags.input or not flags.output:
+        missing = " and ".join(f"-{n}" for n in ("input", "output") if not getattr(flags, n))
+        raise UsageError(f"'crema {command}' needs {missing} ({what})")
+
+
+def cmd_convert(flags):
+    from .data.convert import convert, load_source
+    _input_output(flags, "convert", "-input SRC -output DB")
+    if flags.backend.lower() not in ("lmdb", "hdf5"):
+        raise UsageError(f"-backend must be lmdb or hdf5, got '{flags.backend}'")
+    if flags.split not in ("train", "test"):
+        raise UsageError(f"-split must be train or test, got '{flags.split}'")
+    source = load_source(flags.input, labels=flags.labels or None,
+                         listfile=flags.listfile or None, split=flags.split)
+    progress = Progress(max(len(source), 1))
+    n = convert(source, flags.output, backend=flags.backend, encoded=flags.encoded,
+                resize_height=flags.resize_height, resize_width=flags.resize_width,
+                gray=flags.gray, shuffle=flags.shuffle, progress=lambda d, t: progress.show(d))
+    progress.clear()
+    for label, name in enumerate(source.classes or ()):
+        log.info("label %d: %s", label, name)
+    log.info("Processed %d files.", n)
+    print(f"{flags.output}: {n} records")
+    return 0
+
+
+def cmd_compute_mean(flags):
+    from .data.convert import compute_mean
+    _input_output(flags, "compute_mean", "-input DB -output mean.binaryproto")
+    progress = Progress(1)
+
+    def show(done, total):
+        progress.total = total
+        progress.show(done)
+    mean = compute_mean(flags.input, flags.output, progress=show)
+    progress.clear()
+    log.info("Write to %s", flags.output)
+    log.info("Number of channels: %d", mean.shape[0])
+    for c in range(mean.shape[0]):  # Caffe's per-channel means, ready for mean_value
+        print(f"mean_value channel [{c}]: {float(mean[c].mean(dtype='float64')):.6g}")
+    return 0
+
+
 # --- main ------------------------------------------------------------------------------------
 
 def _version():
@@ -634,7 +702,8 @@ def run(argv):
     setup_logging()
     handler = {"train": cmd_train, "test": cmd_test, "time": cmd_time,
                "device_query": cmd_device_query, "parse_log": cmd_parse_log,
-               "plot": cmd_plot, "draw": cmd_draw}[command]
+               "plot": cmd_plot, "draw": cmd_draw, "convert": cmd_convert,
+               "compute_mean": cmd_compute_mean}[command]
     return handler(flags, *positionals)
 
 

@@ -210,6 +210,53 @@ def openmp_enabled():
     return bool(_native is not None and _native.openmp_enabled())
 
 
+# -- SGEMM ----------------------------------------------------------------------------------------
+# c = alpha * op(a) @ op(b) + beta * c for 2-D arrays (kernels/include/crema/gemm.h). The native
+# kernel takes float32 arrays whose rows are contiguous (any row stride, so slices and
+# transposed views via trans_a/trans_b work without copies); its packing buffers are
+# thread-local, grown once to the block sizes and reused, so a call allocates nothing.
+
+
+def _gemm_ok(*arrays):
+    return native_available() and all(
+        a.dtype == np.float32 and a.ndim == 2 and
+        (a.shape[1] <= 1 or a.strides[1] == 4) and
+        (a.shape[0] <= 1 or (a.strides[0] > 0 and a.strides[0] % 4 == 0))
+        for a in arrays)
+
+
+def sgemm_available(*arrays):
+    """Whether sgemm() would run the native kernel on these arrays."""
+    return _gemm_ok(*arrays)
+
+
+def sgemm_kernel_name(*arrays):
+    """The native SGEMM kernel in use now (after CREMA_MAX_ISA), or 'numpy' when these arrays
+    (or the settings) send sgemm() to numpy."""
+    return _native.sgemm_kernel_name() if _gemm_ok(*arrays) else "numpy"
+
+
+def sgemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """c = alpha * op(a) @ op(b) + beta * c, written into `c` (op = transpose when trans_*).
+    beta == 0 ignores c's old contents (NaN included). Other dtypes/layouts run on numpy."""
+    if _gemm_ok(a, b, c) and c.flags.writeable:
+        _native.sgemm(a, b, c, float(alpha), float(beta), bool(trans_a), bool(trans_b))
+        return c
+    oa = a.T if trans_a else a
+    ob = b.T if trans_b else b
+    if oa.ndim != 2 or ob.ndim != 2 or c.ndim != 2 or oa.shape[1] != ob.shape[0] or \
+            c.shape != (oa.shape[0], ob.shape[1]):
+        raise ValueError(f"sgemm: op(a) {oa.shape} @ op(b) {ob.shape} does not fit c {c.shape}")
+    prod = oa @ ob
+    if alpha != 1.0:
+        prod = prod * np.asarray(alpha, prod.dtype)
+    if beta == 0.0:
+        c[...] = prod
+    else:
+        c[...] = prod + np.asarray(beta, c.dtype) * c
+    return c
+
+
 # -- direct convolution ---------------------------------------------------------------------------
 # geometry = (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, group):
 # x (N, C, H, W), w (K, C/group, R, S) (Caffe's layout), bias (K,), y (N, K, P, Q) with Caffe's
@@ -233,6 +280,15 @@ def conv_workspace_size(geometry):
     if _native is None:
         return 0
     return int(_native.conv_workspace_size(tuple(int(v) for v in geometry)))
+
+
+def conv_weight_cache_size(geometry):
+    """Floats of the forward weight cache (conv_forward's weight_cache: zeroed before first use,
+    one per layer; the blocked kernels keep the packed weights there and repack only when the
+    weights' bitwise copy differs). 0 without the native module."""
+    if _native is None:
+        return 0
+    return int(_native.conv_weight_cache_size(tuple(int(v) for v in geometry)))
 
 
 def conv_kernel_name(op, geometry, *arrays):
@@ -298,12 +354,23 @@ def _np_conv_backward_weights(x, dy, dw, db, geometry):
                                                                               copy=False)
 
 
-def conv_forward(x, w, bias, y, geometry, workspace=None):
-    """y = conv(x, w) + bias (bias may be None), written into y."""
+def _relu_inplace(y, slope):
+    """y = max(y, 0) + slope * min(y, 0) in place (the numpy side of a fused ReLU epilogue)."""
+    y[...] = np.maximum(y, 0) + y.dtype.type(slope) * np.minimum(y, 0)
+
+
+def conv_forward(x, w, bias, y, geometry, workspace=None, relu=False, negative_slope=0.0,
+                 weight_cache=None):
+    """y = conv(x, w) + bias (bias may be None), written into y; relu=True fuses Caffe's ReLU:
+    y = max(v, 0) + negative_slope * min(v, 0) (in the kernel's epilogue when native).
+    weight_cache: None or a conv_weight_cache_size float32 array (see there)."""
     if _conv_native(workspace, x, w, bias, y):
-        _native.conv_forward(x, w, bias, y, tuple(int(v) for v in geometry), workspace)
+        _native.conv_forward(x, w, bias, y, tuple(int(v) for v in geometry), workspace,
+                             bool(relu), float(negative_slope), weight_cache)
     else:
         _np_conv_forward(x, w, bias, y, geometry)
+        if relu:
+            _relu_inplace(y, negative_slope)
     return y
 
 
@@ -478,12 +545,13 @@ def _winograd_native(arrays, buffers):
 
 
 def winograd_conv2d_forward(x, w, bias, y, geometry, workspace=None, filter_cache=None,
-                            tile=None):
+                            tile=None, relu=False, negative_slope=0.0):
     """y = conv3x3(x, w) + bias (bias may be None), written into y: x (N, C, H, W), w (K, C, 3, 3),
     bias (K,), y (N, K, H + 2 pad_h - 2, W + 2 pad_w - 2) (any shapes with those sizes).
     workspace / filter_cache: float32 arrays of winograd_workspace_size / winograd_filter_cache_
     size elements owned by the caller; None allocates them for this call only. tile: 4, 2 or
-    None (winograd_tile). ValueError where winograd_supported(geometry) is False."""
+    None (winograd_tile). ValueError where winograd_supported(geometry) is False. relu=True fuses
+    Caffe's ReLU into the output transform (as conv_forward)."""
     n, c, h, wd, k, ph, pw, m = args = _winograd_args(geometry, tile, False)
     p, q = h + 2 * ph - 2, wd + 2 * pw - 2
     if _winograd_native((x, w, bias, y), (workspace, filter_cache)):
@@ -493,11 +561,14 @@ def winograd_conv2d_forward(x, w, bias, y, geometry, workspace=None, filter_cach
             filter_cache = np.zeros(winograd_filter_cache_size(geometry, tile=m), np.float32)
         _native.winograd_forward(x.reshape(n, c, h, wd), w.reshape(k, c, 3, 3),
                                  None if bias is None else bias.reshape(k), args,
-                                 y.reshape(n, k, p, q), workspace, filter_cache)
+                                 y.reshape(n, k, p, q), workspace, filter_cache, bool(relu),
+                                 float(negative_slope))
     else:
         y[...] = _ref_winograd.conv2d_forward(
             np.asarray(x).reshape(n, c, h, wd), np.asarray(w).reshape(k, c, 3, 3),
             None if bias is None else np.asarray(bias).reshape(k), (ph, pw), m).reshape(y.shape)
+        if relu:
+            _relu_inplace(y, negative_slope)
     return y
 
 

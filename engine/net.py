@@ -5,6 +5,7 @@ stages) -> insert Split layers where a blob fans out -> create layers through th
 bottoms/tops (a top named like the bottom at the same index is in place) -> setup + reshape ->
 loss weights, parameter sharing, need-backward analysis.
 """
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -255,6 +256,33 @@ class Net:
         for name, w in self.blob_loss_weights.items():
             if w and name in self.blobs:
                 self.blobs[name].diff[...] = w
+        self._mark_fusions()
+
+    def _mark_fusions(self):
+        """Convolution + in-place ReLU: a Convolution (one bottom, one top) directly followed by a
+        ReLU whose bottom and top are that top (in place, so nothing else can read the pre-ReLU
+        value) runs the ReLU in its kernel's epilogue; the ReLU's forward is then skipped (its
+        backward stays: it reads the top's sign, which the fused output has too). Marked layers:
+        conv.fused_relu = True, conv.fused_relu_layer = the ReLU's name, relu.fused_into = the
+        convolution's name. CREMA_FUSE=0 turns fusion off (read when the net is built)."""
+        self._fused_relu = {}  # conv index -> negative_slope of the ReLU at index + 1
+        if os.environ.get("CREMA_FUSE", "1") == "0":
+            return
+        for i in range(len(self.layers) - 1):
+            conv, relu = self.layers[i], self.layers[i + 1]
+            lc, lr = self.layer_params[i], self.layer_params[i + 1]
+            if (lc.type == "Convolution" and lr.type == "ReLU" and len(lc.bottom) == 1
+                    and len(lc.top) == 1 and list(lr.bottom) == [lc.top[0]]
+                    and list(lr.top) == [lc.top[0]] and hasattr(conv, "relu_epilogue")):
+                self._fused_relu[i] = float(relu.slope)
+                conv.fused_relu = True
+                conv.fused_relu_layer = lr.name
+                relu.fused_into = lc.name
+
+    def fused_layers(self):
+        """[(convolution name, ReLU name, the convolution's forward kernel)] fused in this net."""
+        return [(self.layer_params[i].name, self.layer_params[i + 1].name,
+                 getattr(self.layers[i], "kernel", "")) for i in sorted(self._fused_relu)]
 
     def _check_counts(self, layer, lp, where):
         nb, nt = len(lp.bottom), len(lp.top)
@@ -418,8 +446,21 @@ class Net:
 
     def _forward_range(self, lo, hi):
         loss = 0.0
+        skip = -1  # a ReLU whose convolution applied it (fused) in this range
         for i in range(lo, hi + 1):
-            self._call(self.layers[i], "forward", self._bottom_blobs[i], self._top_blobs[i])
+            if i == skip:
+                continue
+            layer = self.layers[i]
+            slope = self._fused_relu.get(i)
+            if slope is not None:  # fuse only when the ReLU runs in this range too
+                layer.relu_epilogue = slope if i + 1 <= hi else None
+            try:
+                self._call(layer, "forward", self._bottom_blobs[i], self._top_blobs[i])
+            finally:
+                if slope is not None:
+                    layer.relu_epilogue = None  # a direct layer.forward() never fuses
+            if slope is not None and layer.relu_applied:
+                skip = i + 1
         for blob, w in self._loss_tops:
             loss += w * float(np.sum(blob.data, dtype=np.float64))
         return loss

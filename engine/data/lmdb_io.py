@@ -1,7 +1,8 @@
 """Caffe-format LMDB databases: a directory (data.mdb, lock.mdb) whose values are serialized
 crema_pb2.Datum records (Caffe's Datum: channels, height, width, raw uint8 `data` or `float_data`,
-label, encoded) under keys that sort in record order. Caffe's converters use the record index
-zero-padded to 8 digits ("%08d", e.g. b"00000042"); `write_datums` does the same.
+label, encoded; encoded datums hold JPEG/PNG bytes, decoded with Pillow by `decode_image`)
+under keys that sort in record order. Caffe's converters use the record index zero-padded to
+8 digits ("%08d", e.g. b"00000042"); `write_datums` does the same.
 
 Writing is atomic: the database is built in a temporary directory beside the destination and
 renamed into place when complete, so a reader never sees half a database and an interrupted
@@ -11,6 +12,7 @@ Reading walks a cursor in key order and wraps around to the first record after t
 Caffe's DataLayer does. The database is opened read-only and without the lock file, so databases
 on read-only storage can be read; it must not be written while it is being read.
 """
+import io
 import os
 import shutil
 import threading
@@ -52,11 +54,31 @@ def array_to_datum(arr, label=None):
     return datum
 
 
-def datum_to_array(datum):
-    """Datum -> (C, H, W) array: uint8 for raw `data`, float32 for `float_data`."""
+def decode_image(raw, force_color=False, force_gray=False):
+    """JPEG/PNG bytes -> (C, H, W) uint8 with Pillow: BGR channel order for colour, as Caffe's
+    OpenCV decoding; force_color gives 3 channels, force_gray 1, else the image's own."""
+    from PIL import Image
+    with Image.open(io.BytesIO(raw)) as im:
+        if force_gray:
+            im = im.convert("L")
+        elif force_color or im.mode not in ("L", "1", "I;16", "I", "F"):
+            im = im.convert("RGB")
+        else:
+            im = im.convert("L")
+        a = np.asarray(im, dtype=np.uint8)
+    if a.ndim == 2:
+        return a[None].copy()
+    return np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))
+
+
+def datum_to_array(datum, *, force_color=False, force_gray=False):
+    """Datum -> (C, H, W) array: uint8 for raw `data` or an encoded image (decoded with Pillow,
+    see decode_image), float32 for `float_data`."""
     if datum.encoded:
-        raise CremaError("this Datum holds an encoded (compressed) image; crema reads raw "
-                         "Datum values only")
+        try:
+            return decode_image(datum.data, force_color=force_color, force_gray=force_gray)
+        except Exception as e:
+            raise CremaError(f"cannot decode the encoded image of this Datum: {e}") from None
     shape = (datum.channels, datum.height, datum.width)
     count = shape[0] * shape[1] * shape[2]
     if len(datum.data):

@@ -5,6 +5,7 @@ parameter-gradient switch), so that every layer words its errors the same way.
 """
 import numpy as np
 
+from .. import kernels
 from ..errors import ShapeError
 from ..layer import Layer
 from ..registry import register_layer
@@ -89,7 +90,16 @@ class InnerProductLayer(Layer):
                 f"weights were made for K = {self.K}")
         self.M = bottom[0].count_range(0, self.axis)
         top[0].reshape(tuple(bottom[0].shape[:self.axis]) + (self.N,))
-        self.kernel = "numpy"
+        # float32 runs on the native SGEMM (engine.kernels.sgemm); float64 (gradient checks) and
+        # CREMA_KERNELS=reference stay on numpy.
+        arrays = (bottom[0].data, top[0].data, self.blobs[0].data)
+        if self.bias_term:
+            arrays += (self.blobs[1].data,)
+        self.kernel = kernels.sgemm_kernel_name() if self._native_gemm(*arrays) else "numpy"
+
+    def _native_gemm(self, *arrays):
+        return all(a.flags.c_contiguous for a in arrays) and kernels.sgemm_available(
+            *(a.reshape(1, -1) for a in arrays))
 
     def _weight_nk(self):
         w = self.blobs[0].data
@@ -97,6 +107,15 @@ class InnerProductLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.M, self.K)
+        w = self.blobs[0].data
+        arrays = (x, top[0].data, w) + ((self.blobs[1].data,) if self.bias_term else ())
+        if self._native_gemm(*arrays):
+            y = top[0].data.reshape(self.M, self.N)  # a view: the blob is C-contiguous
+            if self.bias_term:
+                y[...] = self.blobs[1].data.reshape(1, self.N)
+            kernels.sgemm(x, w, y, 1.0, 1.0 if self.bias_term else 0.0,
+                          trans_b=not self.transpose)
+            return
         y = x @ self._weight_nk().T
         if self.bias_term:
             y = y + self.blobs[1].data.reshape(1, self.N)
@@ -105,6 +124,19 @@ class InnerProductLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
+        w = self.blobs[0]
+        if self._native_gemm(dy, x, w.data, w.diff, bottom[0].diff):
+            if param_needs_grad(self, 0):
+                if self.transpose:  # dW (K, N) += x^T dy
+                    kernels.sgemm(x, dy, w.diff, 1.0, 1.0, trans_a=True)
+                else:               # dW (N, K) += dy^T x
+                    kernels.sgemm(dy, x, w.diff, 1.0, 1.0, trans_a=True)
+            if self.bias_term and param_needs_grad(self, 1):
+                self.blobs[1].diff += dy.sum(axis=0).reshape(self.blobs[1].shape)
+            if propagate_down[0]:
+                dx = bottom[0].diff.reshape(self.M, self.K)
+                kernels.sgemm(dy, w.data, dx, trans_b=self.transpose)
+            return
         if param_needs_grad(self, 0):
             if self.transpose:
                 self.blobs[0].diff += x.T @ dy          # (K, N)

@@ -13,7 +13,9 @@ finds them faster; workspaces are allocated in reshape and the chosen kernel's n
 in `self.kernel` (`self.kernels` names all three passes, `self.algorithm` the choice). float64
 (gradient checks), CREMA_KERNELS=reference and builds without the native module take the
 im2col + matrix-product path below, whose column workspace (one image at a time) is allocated on
-first use.
+first use. The direct forward keeps its packed weights in a per-layer weight cache
+(self.conv_wcache) and repacks only when the weights change; engine.net may fuse an in-place ReLU
+into the forward kernel (ConvolutionLayer.relu_epilogue).
 """
 import numpy as np
 
@@ -231,6 +233,12 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         ws = getattr(self, "conv_ws", None)
         if ws is None or ws.size < size:
             self.conv_ws = np.empty(max(size, 1), dtype=np.float32)
+        # The forward weight cache (packed weights + a copy to compare): zeroed, so its header
+        # never matches before the first pack. Its size does not depend on the batch or H, W.
+        csize = kernels.conv_weight_cache_size(self.native_geometry)
+        wc = getattr(self, "conv_wcache", None)
+        if wc is None or wc.size < csize:
+            self.conv_wcache = np.zeros(max(csize, 1), dtype=np.float32)
         names = {op: kernels.conv_kernel_name(op, self.native_geometry, x)
                  for op in kernels.CONV_OPS}
         # The convolution's forward and data-gradient passes may run as Winograd where that is
@@ -261,13 +269,18 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                             "backward_weights": names["bwd_weights"]}
         self.kernel = self.kernels["forward"]
 
-    def _conv_fwd(self, x, w, bias, y):
-        """The convolution's forward pass (native float32), direct or Winograd."""
+    def _conv_fwd(self, x, w, bias, y, relu_slope=None):
+        """The convolution's forward pass (native float32), direct or Winograd; relu_slope (not
+        None) fuses a ReLU with that negative_slope into the kernel's epilogue."""
+        relu = relu_slope is not None
+        slope = float(relu_slope) if relu else 0.0
         if self.algorithm["fwd"] == "winograd":
             ws, cache_f, _ = self._winograd_buffers
-            kernels.winograd_conv2d_forward(x, w, bias, y, self.native_geometry, ws, cache_f)
+            kernels.winograd_conv2d_forward(x, w, bias, y, self.native_geometry, ws, cache_f,
+                                            relu=relu, negative_slope=slope)
         else:
-            kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws)
+            kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws, relu=relu,
+                                 negative_slope=slope, weight_cache=self.conv_wcache)
 
     def _conv_bwd_data(self, dy, w, dx):
         """The convolution's data gradient (native float32), direct or Winograd."""
@@ -370,12 +383,23 @@ class ConvolutionLayer(_BaseConvolution):
     Several bottom/top pairs share the weights (Caffe's convention).
     """
 
+    # Fused ReLU (set by engine.net for a Convolution whose single top an in-place ReLU consumes
+    # next): before each forward the net sets relu_epilogue to the ReLU's negative_slope (None:
+    # no fusion this call); forward sets relu_applied when the native kernel applied it, and the
+    # net then skips the ReLU's forward. float64 / CREMA_KERNELS=reference never fuse.
+    fused_relu = False
+    relu_epilogue = None
+    relu_applied = False
+
     def forward(self, bottom, top):
         w, bias = self._param_arrays("data")
+        self.relu_applied = False
         if self._native(w, *(a for a in (bias,) if a is not None),
                         *(b.data for b in bottom), *(t.data for t in top)):
+            slope = self.relu_epilogue if len(top) == 1 else None
             for b, t in zip(bottom, top):
-                self._conv_fwd(b.data, w, bias, t.data)
+                self._conv_fwd(b.data, w, bias, t.data, slope)
+            self.relu_applied = slope is not None
             return
         c, m = self.channels, self.num_output
         for b, t in zip(bottom, top):

@@ -8,8 +8,14 @@ Proto params
   `backend` is not given and the source is an LMDB directory (it holds data.mdb) it is read as
   LMDB; otherwise the layer reports that LevelDB is not supported.
 - data_param.rand_skip: at setup, skip a random number of records in [0, rand_skip) (engine.rng).
-- data_param.prefetch: ignored; batches are read synchronously in forward.
-- transform_param (Caffe's DataTransformer, for raw uint8 `data` or `float_data` datums):
+- data_param.prefetch (default 4): batches read and decoded ahead by a background daemon thread
+  (Caffe's prefetch). The thread does no random draws: crop offsets and mirror flags are drawn
+  from engine.rng in forward, in the same order as without prefetch, so runs with and without
+  prefetch see the same batches. prefetch: 0 reads synchronously in forward. A reader error in
+  the thread is raised by the forward that would have consumed that batch, as a LayerError.
+- transform_param (Caffe's DataTransformer, for raw uint8 `data`, `float_data` or encoded datums;
+  applied by the nogil Cython loops of engine.data._transform, or by numpy when that compiled
+  module is missing):
     value = (pixel - mean) * scale, mean from mean_file (a binaryproto BlobProto of the datum's
     (C, H, W), read relative to the current directory) or mean_value (one value for all channels
     or one per channel; not both with mean_file);
@@ -17,8 +23,9 @@ Proto params
     ((H - crop) // 2, (W - crop) // 2) in TEST; the mean file is taken at the same window;
     mirror: each image is flipped horizontally with probability 1/2 (engine.rng). As in Caffe this
     happens in both phases whenever mirror is true.
-    force_color / force_gray apply only to encoded (compressed) datums, which crema does not
-    decode: an encoded datum is an error naming the layer and the record.
+    force_color / force_gray apply to encoded (JPEG/PNG) datums, decoded with Pillow: 3 channels
+    (BGR, as Caffe's OpenCV decoding) with force_color, 1 with force_gray, else the image's own
+    (grayscale stays 1 channel, colour becomes BGR).
 - The legacy transform fields of data_param (scale, mean_file, crop_size, mirror) are ignored
   with a warning, as Caffe ignores them once a net is in the current format (the net upgrader
   moves them of old-format nets into transform_param).
@@ -37,70 +44,123 @@ r mod world_size, i.e. records r, r + world_size, r + 2*world_size, ... of the w
 so the ranks together read each record once per pass. In TEST every rank reads every record, as in
 Caffe.
 
-Exact resume: `state_dict()` -> {"offset": int, "num_records": int}; `load_state_dict(d)` moves
-the cursor back to that record, so the next batch is the one the saved run would have read (the
+Exact resume: `state_dict()` -> {"offset": int, "num_records": int}, the offset of the first
+record of the next batch forward will return (not the prefetching reader's position);
+`load_state_dict(d)` drops prefetched batches and moves the cursor back to that record, so the
+next batch is the one the saved run would have read (the
 random draws of mirror and crop come from engine.rng, whose state the solver saves).
 """
+import io
 import logging
 import os
+import queue
+import threading
 import warnings
+import weakref
 
 import numpy as np
 
 from .. import crema_pb2, rng
-from ..errors import CremaError
+from ..data.lmdb_io import decode_image
+from ..errors import CremaError, LayerError
 from ..layer import Layer, TEST
 from ..registry import register_layer
 
 _log = logging.getLogger("crema")
 
+try:
+    from ..data._transform import transform as _native_transform
+except ImportError:  # the compiled module is missing (a source tree that was not built)
+    _native_transform = None
+
+
+def numpy_transform(x, out, h_off, w_off, flip, mean_image=None, mean_values=None, scale=1.0):
+    """The numpy version of engine.data._transform.transform (same arguments and result)."""
+    n, c, h, w = x.shape
+    ch, cw = out.shape[2], out.shape[3]
+    y = x.astype(np.float32)
+    if mean_image is not None:
+        y -= mean_image
+    elif mean_values is not None:
+        mv = np.asarray(mean_values, dtype=np.float32).ravel()
+        y -= (np.repeat(mv, c) if mv.size == 1 else mv)[:, None, None]
+    y *= np.float32(scale)
+    rows = np.asarray(h_off)[:, None] + np.arange(ch)
+    cols = np.asarray(w_off)[:, None] + np.arange(cw)
+    cols = np.where(np.asarray(flip, dtype=bool)[:, None], cols[:, ::-1], cols)
+    out[...] = y[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+
 
 class DatumTransformer:
-    """Caffe's DataTransformer for raw datums, applied to a whole batch at once (vectorized).
+    """Caffe's DataTransformer for a batch. `draw(n, h, w)` takes the per-image random draws
+    (mirror flags, then crop offsets) from engine.rng; `apply(x, out, draws)` writes the result.
 
-    `mean` is None, a (C, H, W) float32 image or a (C,) float32 vector; the per-image random draws
-    (mirror, crop offsets) come from engine.rng."""
+    `mean` is None, a (C, H, W) float32 image or a (C,) / (1,) float32 vector."""
 
-    def __init__(self, phase, scale=1.0, mirror=False, crop_size=0, mean=None):
+    def __init__(self, phase, scale=1.0, mirror=False, crop_size=0, mean=None, native=True):
         self.phase = phase
         self.scale = np.float32(scale)
         self.mirror = bool(mirror)
         self.crop_size = int(crop_size)
         self.mean = mean
+        self.native = bool(native) and _native_transform is not None
 
     def output_shape(self, c, h, w):
         cs = self.crop_size
         return (c, cs, cs) if cs else (c, h, w)
 
-    def __call__(self, x, out):
-        """x: (N, C, H, W) uint8 or float32 -> out (N, C, H', W') float array written in place."""
-        n, c, h, w = x.shape
-        y = x.astype(np.float32)
-        if self.mean is not None:
-            y -= self.mean if self.mean.ndim == 3 else self.mean[:, None, None]
-        if self.scale != 1:
-            y *= self.scale
+    def draw(self, n, h, w):
         gen = rng.generator()
-        flip = gen.integers(2, size=n).astype(bool) if self.mirror else None
+        flip = gen.integers(2, size=n).astype(np.uint8) if self.mirror else np.zeros(n, np.uint8)
         cs = self.crop_size
         if not cs:
-            if flip is not None and flip.any():
-                y[flip] = y[flip][..., ::-1]
-            out[...] = y
-            return
+            return np.zeros(n, np.int64), np.zeros(n, np.int64), flip
         if self.phase == TEST:
-            h_off = np.full(n, (h - cs) // 2)
-            w_off = np.full(n, (w - cs) // 2)
-        else:
-            h_off = gen.integers(h - cs + 1, size=n)
-            w_off = gen.integers(w - cs + 1, size=n)
-        span = np.arange(cs)
-        rows = h_off[:, None] + span                       # (N, cs)
-        cols = w_off[:, None] + span                       # (N, cs)
-        if flip is not None:
-            cols = np.where(flip[:, None], cols[:, ::-1], cols)
-        out[...] = y[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
-                     rows[:, None, :, None], cols[:, None, None, :]]
+            return np.full(n, (h - cs) // 2, np.int64), np.full(n, (w - cs) // 2, np.int64), flip
+        h_off = gen.integers(h - cs + 1, size=n).astype(np.int64)
+        w_off = gen.integers(w - cs + 1, size=n).astype(np.int64)
+        return h_off, w_off, flip
+
+    def apply(self, x, out, draws):
+        h_off, w_off, flip = draws
+        image = self.mean if self.mean is not None and self.mean.ndim == 3 else None
+        values = self.mean if self.mean is not None and self.mean.ndim == 1 else None
+        fn = _native_transform if self.native else numpy_transform
+        fn(x, out, h_off, w_off, flip, image, values, float(self.scale))
+
+    def __call__(self, x, out):
+        """x: (N, C, H, W) uint8 or float32 -> out (N, C, H', W') float32, written in place."""
+        n, _, h, w = x.shape
+        self.apply(x, out, self.draw(n, h, w))
+
+
+def _prefetch_loop(layer_ref, out_q, stop):
+    """The background reader: decoded batches (or the error that stopped it) into out_q. Holds
+    the layer only weakly between batches, so deleting the layer ends the thread."""
+    while not stop.is_set():
+        layer = layer_ref()
+        if layer is None:
+            return
+        try:
+            item = ("ok", layer._read_batch())
+        except BaseException as e:  # handed to forward, which raises it there
+            item = ("error", e)
+        del layer
+        while not stop.is_set():
+            try:
+                out_q.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if item[0] == "error":
+            return
+
+
+def _stop_thread(stop, thread):
+    stop.set()
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout=5)
 
 
 @register_layer("Data")
@@ -115,8 +175,13 @@ class DataLayer(Layer):
         super().__init__(param, phase)
         self.rank, self.world_size = 0, 1
         self.offset = 0
+        self.consumer_offset = 0  # offset of the first record of the next batch forward returns
         self._reader = None
         self._datum = crema_pb2.Datum()
+        self._thread = None
+        self._stop = None
+        self._queue = None
+        self._finalizer = None
 
     # -- setup ----------------------------------------------------------------------------
     def setup(self, bottom, top):
@@ -137,8 +202,9 @@ class DataLayer(Layer):
             _log.info("Data layer '%s': skipping the first %d records", self.name, skip)
             for _ in range(skip):
                 self._next()
-        d = self._parse(self._reader.value(), self._reader.position)
-        shape = self._batch_shape((d.channels, d.height, d.width))
+        self.consumer_offset = self.offset
+        self.prefetch = int(p.prefetch)
+        shape = self._batch_shape(self._datum_shape(self._reader.value(), self._reader.position))
         top[0].reshape((self.batch_size,) + shape)
         if len(top) > 1:
             top[1].reshape((self.batch_size,))
@@ -170,6 +236,8 @@ class DataLayer(Layer):
             mean = self._load_mean_file(t.mean_file)
         elif len(t.mean_value):
             mean = np.asarray(t.mean_value, dtype=np.float32)
+        if t.force_color and t.force_gray:
+            raise self.error("transform_param gives both force_color and force_gray; use one")
         self.transformer = DatumTransformer(self.phase, scale=t.scale, mirror=t.mirror,
                                             crop_size=t.crop_size, mean=mean)
 
@@ -202,14 +270,24 @@ class DataLayer(Layer):
                       self.param.data_param.source)
         self.offset += 1
 
-    def _parse(self, value, index):
-        d = self._datum
+    def _parse(self, value, index, datum=None):
+        d = datum if datum is not None else self._datum
         d.ParseFromString(value)
-        if d.encoded:
-            raise self.error(f"record {index} of '{self.param.data_param.source}' is an encoded "
-                             "(compressed) image; crema reads raw Datum values only (convert the "
-                             "database with encoded=false)")
         return d
+
+    def _decode_encoded(self, d, index):
+        t = self.param.transform_param
+        try:
+            return decode_image(d.data, force_color=t.force_color, force_gray=t.force_gray)
+        except Exception as e:
+            raise self.error(f"record {index} of '{self.param.data_param.source}' is an encoded "
+                             f"image that cannot be decoded: {e}") from None
+
+    def _datum_shape(self, value, index):
+        d = self._parse(value, index, crema_pb2.Datum())
+        if d.encoded:
+            return self._decode_encoded(d, index).shape
+        return (d.channels, d.height, d.width)
 
     def _batch_shape(self, datum_shape):
         """Checks of Caffe's InferBlobShape on a batch's datum shape; returns the output shape."""
@@ -247,20 +325,26 @@ class DataLayer(Layer):
 
     def _decode(self, values, indices):
         """Datum bytes -> (N, C, H, W) uint8 (all raw) or float32 array, and the labels."""
-        d = self._datum
+        d = crema_pb2.Datum()  # own message: this runs in the prefetch thread
         labels = np.empty(len(values), dtype=np.float32)
         raws = []
         shape = None
         for i, (value, index) in enumerate(zip(values, indices)):
-            self._parse(value, index)
-            s = (d.channels, d.height, d.width)
+            self._parse(value, index, d)
+            if d.encoded:
+                img = self._decode_encoded(d, index)
+                s = img.shape
+                raw = img.tobytes()
+            else:
+                s = (d.channels, d.height, d.width)
+                raw = d.data if len(d.data) else np.asarray(d.float_data, dtype=np.float32)
             if shape is None:
                 shape = s
             elif s != shape:
                 raise self.error(f"record {index} of '{self.param.data_param.source}' has shape "
                                  f"{s} but the first record of its batch has {shape}")
             labels[i] = d.label
-            raws.append(d.data if len(d.data) else np.asarray(d.float_data, dtype=np.float32))
+            raws.append(raw)
         count = shape[0] * shape[1] * shape[2]
         if all(isinstance(r, bytes) for r in raws):
             if any(len(r) != count for r in raws):
@@ -285,9 +369,60 @@ class DataLayer(Layer):
     def reshape(self, bottom, top):
         self.kernel = "numpy"
 
-    def forward(self, bottom, top):
+    def _read_batch(self):
+        """Read and decode the next batch (no random draws): (x, labels, shape, end offset)."""
         values, indices = self._read_values()
         x, labels, shape = self._decode(values, indices)
+        return x, labels, shape, self.offset
+
+    def _start_prefetch(self):
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=_prefetch_loop, name=f"crema-data-{self.name}",
+                                        args=(weakref.ref(self), self._queue, self._stop),
+                                        daemon=True)
+        self._finalizer = weakref.finalize(self, _stop_thread, self._stop, self._thread)
+        self._thread.start()
+
+    def stop_prefetch(self):
+        """Stop the reader thread and drop its batches; the cursor goes back to the consumer's
+        position so that the next forward reads synchronously from there or restarts it."""
+        if self._thread is None:
+            return
+        self._finalizer()
+        self._thread = self._stop = self._queue = self._finalizer = None
+        if self._reader is not None:
+            self._reader.seek(self.consumer_offset % len(self._reader))
+        self.offset = self.consumer_offset
+
+    def _next_batch(self):
+        if self.prefetch <= 0:
+            return self._read_batch()
+        ws, rank = int(self.world_size), int(self.rank)
+        if ws < 1 or not 0 <= rank < ws:
+            raise self.error(f"rank {rank} is not in [0, world_size {ws})")
+        if self._thread is not None and self._striding != (rank, ws):
+            self.stop_prefetch()  # rank or world_size changed: read again from the consumer
+        if self._thread is None:
+            self._striding = (rank, ws)
+            self._start_prefetch()
+        kind, item = self._queue.get()
+        if kind == "error":
+            self._thread.join(timeout=5)
+            self._finalizer()
+            self._thread = self._stop = self._queue = self._finalizer = None
+            self.offset = self.consumer_offset
+            if self._reader is not None:
+                self._reader.seek(self.consumer_offset % len(self._reader))
+            if isinstance(item, LayerError):
+                raise item
+            raise self.error(f"reading '{self.param.data_param.source}' failed: "
+                             f"{type(item).__name__}: {item}") from item
+        return item
+
+    def forward(self, bottom, top):
+        x, labels, shape, end = self._next_batch()
+        self.consumer_offset = end
         out_shape = self._batch_shape(shape)
         top[0].reshape((self.batch_size,) + out_shape)
         self.transformer(x, top[0].data)
@@ -297,7 +432,7 @@ class DataLayer(Layer):
 
     # -- exact resume ---------------------------------------------------------------------
     def state_dict(self):
-        return {"offset": int(self.offset), "num_records": len(self._reader)}
+        return {"offset": int(self.consumer_offset), "num_records": len(self._reader)}
 
     def load_state_dict(self, state):
         offset = int(state["offset"])
@@ -308,10 +443,12 @@ class DataLayer(Layer):
                              f"'{self.param.data_param.source}', the database now holds {n}")
         if offset < 0:
             raise self.error(f"cannot resume from a negative offset {offset}")
+        self.stop_prefetch()
         self._reader.seek(offset % n)
-        self.offset = offset
+        self.offset = self.consumer_offset = offset
 
     def close(self):
+        self.stop_prefetch()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -81,13 +81,18 @@ void bind_conv(py::module_& m) {
   }, py::arg("op"), py::arg("geometry"),
      "The kernel the op runs for this geometry under the current CREMA_MAX_ISA.");
 
+  m.def("conv_weight_cache_size", [](py::tuple g_) {
+    return crema::conv_weight_cache_floats(conv_geom(g_));
+  }, py::arg("geometry"),
+     "Floats of the forward weight cache (zero it before first use; one per layer).");
+
   m.def("conv_workspace_size", [](py::tuple g_) {
     return crema::conv_workspace_floats(conv_geom(g_));
   }, py::arg("geometry"),
      "Floats of workspace that every op's kernel needs for this geometry, for any ISA cap.");
 
   m.def("conv_forward", [](Arr x, Arr w, py::object bias, py::object y, py::tuple g_,
-                           py::object ws) {
+                           py::object ws, bool relu, float slope, py::object wcache) {
     auto g = conv_geom(g_);
     const char* op = "conv_forward";
     const float* xp = in_ptr(x, op, "x", x_count(g));
@@ -101,11 +106,35 @@ void bind_conv(py::module_& m) {
     float* yp = out_ptr(y, op, "y", y_count(g));
     const auto& k = crema::conv_fwd_kernel(g);
     float* wsp = ws_ptr(ws, op, k.workspace(g));
+    float* wcp = nullptr;
+    if (!wcache.is_none()) {
+      const int64_t need = crema::conv_weight_cache_floats(g);
+      require(Arr::check_(wcache), std::string(op) +
+                                       ": weight_cache must be a C-contiguous float32 array");
+      auto a = py::reinterpret_borrow<Arr>(wcache);
+      require(a.writeable(), std::string(op) + ": weight_cache must be writeable");
+      require(static_cast<int64_t>(a.size()) >= need,
+              std::string(op) + ": weight_cache has " + std::to_string(a.size()) +
+                  " floats, the geometry needs " + std::to_string(need) +
+                  " (conv_weight_cache_size(geometry))");
+      const char* c0 = reinterpret_cast<const char*>(a.data());
+      const char* c1 = c0 + 4 * a.size();
+      auto overlaps = [&](const void* p, int64_t n) {
+        const char* q = static_cast<const char*>(p);
+        return q < c1 && c0 < q + 4 * n;
+      };
+      require(!overlaps(wp, w_count(g)) && !overlaps(yp, y_count(g)) &&
+                  !overlaps(xp, x_count(g)) && !(wsp && overlaps(wsp, k.workspace(g))),
+              std::string(op) + ": weight_cache must not overlap another argument");
+      wcp = need > 0 ? a.mutable_data() : nullptr;
+    }
     py::gil_scoped_release nogil;
-    k.fn(xp, wp, bp, yp, g, wsp);
+    k.fn(xp, wp, bp, yp, g, wsp, relu, slope, wcp);
   }, py::arg("x"), py::arg("weights"), py::arg("bias"), py::arg("y"), py::arg("geometry"),
-     py::arg("workspace"),
-     "y (N, K, P, Q) = conv(x (N, C, H, W), weights (K, C/group, R, S)) + bias (K,) or None.");
+     py::arg("workspace"), py::arg("relu") = false, py::arg("negative_slope") = 0.f,
+     py::arg("weight_cache") = py::none(),
+     "y (N, K, P, Q) = conv(x (N, C, H, W), weights (K, C/group, R, S)) + bias (K,) or None; "
+     "with relu=True, y = max(v, 0) + negative_slope * min(v, 0) of that (fused epilogue).");
 
   m.def("conv_backward_data", [](Arr dy, Arr w, py::object dx, py::tuple g_, py::object ws) {
     auto g = conv_geom(g_);

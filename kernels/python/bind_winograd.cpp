@@ -155,9 +155,12 @@ void bind_winograd(py::module_& m) {
   }, py::arg("tile"), "(A^T, G, B^T) as used by the kernels.");
 
   m.def("winograd_forward", [](Arr x, Arr w, py::object bias, py::tuple geometry,
-                               py::object y_obj, py::object ws_obj, py::object cache_obj) {
+                               py::object y_obj, py::object ws_obj, py::object cache_obj,
+                               bool relu, float slope) {
     const char* op = "winograd_forward";
     auto g = wgeom(geometry);
+    g.relu = relu;
+    g.relu_slope = slope;
     Arr y = out_array(y_obj, op, "y");
     Arr workspace = out_array(ws_obj, op, "workspace");
     Arr cache = out_array(cache_obj, op, "filter_cache");
@@ -185,8 +188,10 @@ void bind_winograd(py::module_& m) {
     py::gil_scoped_release nogil;
     crema::winograd_forward(xp, wp, bp, g, yp, buf.ws, buf.ws_floats, buf.cache);
   }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("geometry"),
-     py::arg("y"), py::arg("workspace"), py::arg("filter_cache"),
-     "y (N, K, P, Q) = conv3x3(x (N, C, H, W), weight (K, C, 3, 3)) + bias (K or None), stride 1.");
+     py::arg("y"), py::arg("workspace"), py::arg("filter_cache"), py::arg("relu") = false,
+     py::arg("negative_slope") = 0.f,
+     "y (N, K, P, Q) = conv3x3(x (N, C, H, W), weight (K, C, 3, 3)) + bias (K or None), stride 1;"
+     " relu=True applies max(v, 0) + negative_slope * min(v, 0) in the output transform.");
 
   m.def("winograd_backward_data", [](Arr dy, Arr w, py::tuple geometry, py::object dx_obj,
                                      py::object ws_obj, py::object cache_obj) {

@@ -17,6 +17,7 @@
 namespace py = pybind11;
 void bind_conv(py::module_& m);  // bind_conv.cpp: direct convolution
 void bind_winograd(py::module_& m);  // bind_winograd.cpp: Winograd convolution
+void bind_gemm(py::module_& m);  // bind_gemm.cpp: SGEMM
 using Arr = py::array_t<float, py::array::c_style>;
 
 namespace {
@@ -99,6 +100,7 @@ PYBIND11_MODULE(_kernels, m) {
   m.doc() = "crema native kernels (C++17)";
   bind_conv(m);
   bind_winograd(m);
+  bind_gemm(m);
 
   m.def("cpu_info", [] {
     const auto& c = crema::cpu_info();

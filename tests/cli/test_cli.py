@@ -554,3 +554,98 @@ def test_sighup_snapshots_and_sigint_stops(tmp_path):
     iters = sorted(int(re.search(r"_iter_(\d+)\.", s).group(1)) for s in states)
     assert len(iters) == 2 and 20 <= iters[0] < iters[1] < 2000, iters
     assert first[0] in states
+
+
+# -- convert / compute_mean ---------------------------------------------------------------------
+def _write_class_folder(root):
+    from PIL import Image
+    g = np.random.default_rng(8)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(g.integers(0, 256, (4, 6, 3), dtype=np.uint8)).save(root / cls / f"{k}.png")
+
+
+def test_convert_and_compute_mean_commands(tmp_path):
+    from engine import crema_pb2
+    from engine.data import lmdb_io
+    from engine.io import blobproto_to_array
+    _write_class_folder(tmp_path / "imgs")
+    res = crema(["convert", "-input", "imgs", "-output", "db", "-resize_height", "3",
+                 "-resize_width", "2", "-shuffle"], tmp_path)
+    assert_ok(res)
+    assert "db: 4 records" in res.stdout and "label 1: b" in res.stderr
+    assert "\r[" not in res.stderr  # no progress bar when stderr is not a terminal
+    arrays = [lmdb_io.datum_to_array(d) for _, d in lmdb_io.read_datums(tmp_path / "db")]
+    assert all(a.shape == (3, 3, 2) for a in arrays)
+    res = crema(["compute_mean", "-input", "db", "-output", "mean.binaryproto"], tmp_path)
+    assert_ok(res)
+    want = np.mean(arrays, axis=0)
+    blob = crema_pb2.BlobProto()
+    blob.ParseFromString((tmp_path / "mean.binaryproto").read_bytes())
+    mean = blobproto_to_array(blob)
+    assert mean.shape == (1, 3, 3, 2)
+    np.testing.assert_allclose(mean[0], want, rtol=1e-6)
+    for c in range(3):
+        assert f"mean_value channel [{c}]: {want[c].mean():.6g}" in res.stdout
+    res = crema(["convert", "-input", "imgs", "-output", "d.h5", "-backend", "hdf5", "-gray"],
+                tmp_path)
+    assert_ok(res)
+    import h5py
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["data"].shape == (4, 1, 4, 6)
+
+
+def test_convert_progress_bar_on_a_terminal(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 2, 2), np.uint8))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([CREMA, "convert", "-input", "x.npy", "-output", "db"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        os.close(slave)
+        slave = None
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"3/3" in err and b"\r[" in err
+
+
+def test_convert_and_compute_mean_errors(tmp_path):
+    assert_error(crema(["convert", "-input", "x.npy"], tmp_path), "needs -output")
+    assert_error(crema(["convert", "-input", "none", "-output", "o"], tmp_path), "'none'",
+                 "does not exist")
+    np.save(tmp_path / "x.npy", np.zeros((3, 2, 2), np.uint8))
+    assert_error(crema(["convert", "-input", "x.npy", "-output", "o", "-backend", "leveldb"],
+                       tmp_path), "-backend must be lmdb or hdf5")
+    assert_ok(crema(["convert", "-input", "x.npy", "-output", "o"], tmp_path))
+    assert_error(crema(["convert", "-input", "x.npy", "-output", "o"], tmp_path), "already exists")
+    assert_error(crema(["compute_mean", "-input", "missing", "-output", "m"], tmp_path),
+                 "does not exist")
+    assert_error(crema(["compute_mean", "-input", "o", "-output", "m", "-shuffle"], tmp_path),
+                 "does not take -shuffle")
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_stops_on_divergence_unless_told_not_to(tmp_path):
+    write_tiny(tmp_path, max_iter=6, snapshot=0)
+    solver = (tmp_path / "solver.prototxt").read_text().replace("base_lr: 0.05", "base_lr: 1e30")
+    (tmp_path / "solver.prototxt").write_text(solver)
+    res = crema(["train", "-solver", "solver.prototxt"], tmp_path)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert last.startswith("crema: error: ") and "training diverged" in last, last
+    assert re.search(r"Iteration [1-5]: training diverged", last), last
+    assert "layer 'ip' (InnerProduct)" in last or "layer 'loss' (EuclideanLoss)" in last, last
+    res = crema(["train", "-solver", "solver.prototxt", "-check_finite=false"], tmp_path)
+    assert_ok(res)

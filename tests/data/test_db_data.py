@@ -338,3 +338,128 @@ def test_lenet_builds_and_runs_on_a_tiny_lmdb(tmp_path, nets_dir):
     test_net = engine.Net(param, engine.TEST)
     out = test_net.forward()
     assert set(out) == {"accuracy", "loss"} and 0 <= out["accuracy"] <= 1
+
+
+# -- encoded datums -------------------------------------------------------------------------------
+def encoded_datum(img_hwc_rgb, label, fmt="PNG"):
+    import io as _io
+
+    from PIL import Image
+    buf = _io.BytesIO()
+    Image.fromarray(img_hwc_rgb).save(buf, format=fmt)
+    d = crema_pb2.Datum()
+    d.data, d.encoded, d.label = buf.getvalue(), True, label
+    return d
+
+
+def test_encoded_png_datums_decode_like_raw_bgr(tmp_path):
+    g = np.random.default_rng(5)
+    rgb = g.integers(0, 256, (6, 4, 5, 3), dtype=np.uint8)
+    lmdb_io.write_datums(tmp_path / "enc", [encoded_datum(rgb[i], i) for i in range(6)])
+    bgr_chw = rgb[..., ::-1].transpose(0, 3, 1, 2)
+    layer, top = data_layer(tmp_path / "enc", batch_size=3, extra="data_param { prefetch: 0 }")
+    data, label = forward(layer, top)
+    assert data.shape == (3, 3, 4, 5)
+    np.testing.assert_array_equal(data, bgr_chw[:3])
+    np.testing.assert_array_equal(label, [0, 1, 2])
+    gray, top = data_layer(tmp_path / "enc", batch_size=2,
+                           extra="transform_param { force_gray: true }")
+    from PIL import Image
+    want = np.asarray(Image.fromarray(rgb[0]).convert("L"))
+    np.testing.assert_array_equal(forward(gray, top)[0][0, 0], want)
+    # a grayscale PNG stays one channel unless force_color
+    lmdb_io.write_datums(tmp_path / "g", [encoded_datum(rgb[i, ..., 0], i) for i in range(2)])
+    one, top = data_layer(tmp_path / "g", batch_size=2)
+    assert forward(one, top)[0].shape == (2, 1, 4, 5)
+    three, top = data_layer(tmp_path / "g", batch_size=2, extra="transform_param { force_color: true }")
+    d3 = forward(three, top)[0]
+    assert d3.shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(d3[1, 2], rgb[1, ..., 0])
+
+
+def test_undecodable_record_is_a_layer_error_with_and_without_prefetch(tmp_path):
+    images, labels = make_images(6)
+    datums = [lmdb_io.array_to_datum(images[i], i) for i in range(6)]
+    bad = crema_pb2.Datum()
+    bad.data, bad.encoded = b"not an image", True
+    datums[5] = bad
+    lmdb_io.write_datums(tmp_path / "bad", datums)
+    for prefetch in (0, 3):
+        layer, top = data_layer(tmp_path / "bad", batch_size=3,
+                                extra=f"data_param {{ prefetch: {prefetch} }}")
+        forward(layer, top)
+        with pytest.raises(LayerError, match="record 5 .* cannot be decoded"):
+            forward(layer, top)
+        layer.close()
+
+
+# -- prefetch -------------------------------------------------------------------------------------
+def run_batches(source, prefetch, n, extra="", state=None, seed=7):
+    engine.set_random_seed(seed)
+    layer, top = data_layer(source, batch_size=3, extra=extra + f" data_param {{ prefetch: {prefetch} }}")
+    if state is not None:
+        layer.load_state_dict(state[0])
+        engine.rng.set_state(state[1])
+    out = []
+    for _ in range(n):
+        out.append(forward(layer, top))
+        engine.rng.generator().random(2)  # another layer's draws between the batches
+    return layer, out
+
+
+def test_prefetch_gives_the_same_batches_and_resumes_exactly(db):
+    path, _, _ = db
+    extra = "transform_param { mirror: true crop_size: 3 scale: 0.5 }"
+    _, plain = run_batches(path, 0, 6, extra)
+    layer, pre = run_batches(path, 4, 6, extra)
+    assert layer._thread is not None  # batches did come through the thread
+    for a, b in zip(plain, pre):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # a snapshot after 3 batches describes the consumer's position, not the reader's
+    layer, first = run_batches(path, 4, 3, extra)
+    time.sleep(0.05)  # let the reader run ahead
+    state = (layer.state_dict(), engine.rng.get_state())
+    assert state[0]["offset"] == 9
+    layer.close()
+    _, resumed = run_batches(path, 4, 3, extra, state=state)
+    for a, b in zip(plain[3:], resumed):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_prefetch_thread_stops_on_close_and_deletion(db):
+    import gc
+    path, _, _ = db
+    layer, top = data_layer(path, batch_size=2)
+    forward(layer, top)
+    thread = layer._thread
+    assert thread.daemon and thread.is_alive()
+    layer.close()
+    assert not thread.is_alive()
+    layer, top = data_layer(path, batch_size=2)
+    forward(layer, top)
+    thread = layer._thread
+    del layer, top
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_solver_resume_with_prefetch_is_bit_identical(db, tmp_path, monkeypatch):
+    path, _, _ = db
+    monkeypatch.chdir(tmp_path)
+    net = (f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
+           f'source: "{path}" batch_size: 3 backend: LMDB prefetch: 2 }} transform_param {{ '
+           f'mirror: true crop_size: 3 scale: 0.01 }} }} '
+           'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param '
+           '{ num_output: 10 weight_filler { type: "gaussian" std: 0.1 } } } '
+           'layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" } '
+           'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }')
+    solver = ('base_lr: 0.1 lr_policy: "fixed" max_iter: 8 display: 0 snapshot: 4 '
+              f'snapshot_prefix: "{tmp_path}/s" random_seed: 5 net_param {{ {net} }}')
+    engine.get_solver(solver).solve()
+    full = (tmp_path / "s_iter_8.caffemodel").read_bytes()
+    (tmp_path / "s_iter_8.caffemodel").unlink()
+    engine.get_solver(solver).solve(str(tmp_path / "s_iter_4.solverstate"))
+    assert (tmp_path / "s_iter_8.caffemodel").read_bytes() == full

@@ -18,12 +18,10 @@
 // run, so an ISA cap set later still fits); no kernel allocates. Blocked layouts are private to
 // the kernels:
 //   activations nChw16c (AVX-512) / nChw8c (AVX2), zero-padded channel tail and a zero border
-//   of the convolution's padding; weights OIhw16i16o / OIhw8i8o, repacked on every call: the
-//   solver changes the weights in place every iteration, so a cache would be stale in training
-//   anyway, and the repack (C*K*R*S floats, one pass through L1-sized blocks) plus the
-//   activation transform cost 2-5% of a forward pass on the HEP layers (measured: ~7 ms of
-//   265 ms at 128x112x112, ~0.1 ms of 2.2 ms at 128x14x14, batch 8, one thread). No version
-//   counter or checksum is kept.
+//   of the convolution's padding; weights OIhw16i16o / OIhw8i8o, repacked on every call unless
+//   the forward pass is given a weight cache (below) whose copy of the weights is bitwise equal
+//   (inference / test nets with unchanged weights skip the repack; in training the memcmp stops
+//   at the first changed weight and the copy is refreshed).
 // Images are processed in chunks whose blocked copy fits a few MB (so the transform's output is
 // still in cache when the micro-kernel reads it); every op parallelizes with threads.h.
 #pragma once
@@ -49,8 +47,15 @@ struct ConvGeom {
 // 2^40 elements.
 const char* conv_geom_error(const ConvGeom& g);
 
+// Forward weight cache: wcache (nullptr: none) is caller-owned storage of at least
+// conv_weight_cache_floats(g) floats, zeroed before first use, one per layer. The blocked kernels
+// keep there a header (layout, lane width), a bitwise copy of the weights and their packed
+// (OIhw16i16o / OIhw8i8o) form; a call whose header matches and whose weights compare equal
+// (memcmp) skips the repack. The other kernels ignore it.
+// Forward epilogue: with relu, y = max(v, 0) + slope * min(v, 0) of v = conv + bias (Caffe's
+// ReLU with negative_slope), applied to the register tile before it is stored (no extra pass).
 using ConvFwdFn = void (*)(const float* x, const float* w, const float* bias, float* y,
-                           const ConvGeom& g, float* ws);
+                           const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);
 using ConvBwdDataFn = void (*)(const float* dy, const float* w, float* dx, const ConvGeom& g,
                                float* ws);
 using ConvBwdWeightsFn = void (*)(const float* x, const float* dy, float* dw, float* db,
@@ -72,6 +77,8 @@ const ConvKernel<ConvBwdWeightsFn>& conv_bwd_weights_kernel(const ConvGeom& g);
 // The workspace every op's chosen kernel needs, for any ISA cap (max over all table entries
 // built here that support g).
 int64_t conv_workspace_floats(const ConvGeom& g);
+// Floats of the forward weight cache (max over the blocked kernels this CPU and build can run).
+int64_t conv_weight_cache_floats(const ConvGeom& g);
 
 // Kernels per ISA. "blocked": nChw{16,8}c activations, register tile of output pixels x
 // output-channel blocks, broadcast-FMA over input channels and taps; any geometry (groups are
@@ -80,7 +87,7 @@ int64_t conv_workspace_floats(const ConvGeom& g);
 // Cg <= 4 and sw == 1 (bwd_data: Kg <= 4 and sh == sw == 1).
 namespace scalar_impl {
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
-              float* ws);
+              float* ws, bool relu, float slope, float* wcache);
 void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g, float* ws);
 void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, const ConvGeom& g,
                       float* ws);
@@ -88,7 +95,8 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
 
 #define CREMA_CONV_ISA_DECLS                                                                   \
   void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* y,           \
-                        const ConvGeom& g, float* ws);                                         \
+                        const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);  \
+  int64_t wcache_fwd_blocked(const ConvGeom& g);                                               \
   void conv_bwd_data_blocked(const float* dy, const float* w, float* dx, const ConvGeom& g,    \
                              float* ws);                                                       \
   void conv_bwd_weights_blocked(const float* x, const float* dy, float* dw, float* db,         \
@@ -97,7 +105,7 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
   int64_t ws_bwd_data_blocked(const ConvGeom& g);                                              \
   int64_t ws_bwd_weights_blocked(const ConvGeom& g);                                           \
   void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,              \
-                     const ConvGeom& g, float* ws);                                            \
+                     const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);     \
   void conv_bwd_data_fewc(const float* dy, const float* w, float* dx, const ConvGeom& g,       \
                           float* ws);                                                          \
   void conv_bwd_weights_fewc(const float* x, const float* dy, float* dw, float* db,            \

@@ -57,6 +57,10 @@ struct WinogradGeom {
   int64_t out_channels;                    // K
   int64_t pad_h, pad_w;                    // 0..2
   int tile;                                // m: 4 for F(4x4,3x3), 2 for F(2x2,3x3)
+  // Forward epilogue (output transform): y = max(v, 0) + relu_slope * min(v, 0) of v = conv +
+  // bias when relu is set (a fused Caffe ReLU); ignored by the backward-data pass.
+  bool relu = false;
+  float relu_slope = 0.f;
 
   int alpha() const { return tile + 2; }
   int64_t out_h() const { return height + 2 * pad_h - 2; }

@@ -40,6 +40,9 @@ struct VT {
   static reg set1(float v) { return _mm256_set1_ps(v); }
   static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg relu(reg v, reg slope) {
+    return fmadd(slope, _mm256_min_ps(v, zero()), _mm256_max_ps(v, zero()));
+  }
   static __m256i mask(int n) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n));
   }

@@ -42,6 +42,9 @@ struct VT {
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg relu(reg v, reg slope) {
+    return fmadd(slope, _mm512_min_ps(v, zero()), _mm512_max_ps(v, zero()));
+  }
   static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static reg maskz_loadu(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
   static void mask_storeu(float* p, reg v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }

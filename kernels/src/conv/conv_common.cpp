@@ -43,7 +43,7 @@ const char* conv_geom_error(const ConvGeom& g) {
 namespace scalar_impl {
 
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
-              float*) {
+              float*, bool relu, float slope, float*) {
   const int64_t P = g.P(), Q = g.Q(), Cg = g.Cg(), Kg = g.Kg(), RS = g.R * g.S;
   parallel_for(g.N * g.K, P * Q * Cg * RS, [&](int64_t item) {
     const int64_t n = item / g.K, k = item % g.K, c0 = (k / Kg) * Cg;
@@ -65,6 +65,9 @@ void conv_fwd(const float* x, const float* w, const float* bias, float* y, const
           }
         }
     }
+    if (relu)
+      for (int64_t i = 0; i < P * Q; ++i)
+        yk[i] = std::max(yk[i], 0.f) + slope * std::min(yk[i], 0.f);
   });
 }
 
@@ -225,6 +228,17 @@ const ConvKernel<ConvBwdDataFn>& conv_bwd_data_kernel(const ConvGeom& g) {
 }
 const ConvKernel<ConvBwdWeightsFn>& conv_bwd_weights_kernel(const ConvGeom& g) {
   return pick(kBwdWeights, g);
+}
+
+int64_t conv_weight_cache_floats(const ConvGeom& g) {
+  int64_t m = 0;
+#ifdef CREMA_BUILD_AVX512
+  if (isa_runnable(Isa::avx512)) m = std::max(m, avx512_impl::wcache_fwd_blocked(g));
+#endif
+#ifdef CREMA_BUILD_AVX2
+  if (isa_runnable(Isa::avx2)) m = std::max(m, avx2_impl::wcache_fwd_blocked(g));
+#endif
+  return m;
 }
 
 int64_t conv_workspace_floats(const ConvGeom& g) {

@@ -266,6 +266,8 @@ struct FwdTile {
   float* y;           // NCHW output at (image, channel of ob0 lane 0, oh, ow0)
   int64_t yks;        // floats between output channels (P * Q)
   int64_t nvalid[VT::kOB];  // valid output channels per block (<= 0: skip the block)
+  bool relu;          // epilogue: y = max(v, 0) + slope * min(v, 0)
+  float slope;
 };
 
 template <int OB, int WB>
@@ -325,6 +327,13 @@ void fwd_tile(const FwdTile& a) {
       }
     }
   }
+  if (a.relu) {
+    const reg sl = VT::set1(a.slope);
+#pragma GCC unroll 4
+    for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 32
+      for (int p = 0; p < WB; ++p) acc[j][p] = VT::relu(acc[j][p], sl);
+  }
   store_tile_nchw<OB, WB>(acc, a.y, a.yks, a.nvalid);
 }
 
@@ -350,7 +359,7 @@ FwdTileFn fwd_fn(int ob, int wb, bool unit) {
 // Forward-form convolution of blocked input chunk xb (images [n0, n0+nb)) into NCHW y.
 // wp: packed weights (pack_weights layout for this desc); biasb: [G][OBn][L] or nullptr.
 void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, const float* wp,
-                     const float* biasb, float* y) {
+                     const float* biasb, float* y, bool relu, float slope) {
   const int64_t CB = d.CB(), OBn = d.OBn(), Hp = d.Hp(), Wp = d.Wp();
   const int64_t OBp = ceil_div(OBn, VT::kOB);
   const int64_t P = d.P, Q = d.Q;
@@ -375,6 +384,8 @@ void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, con
     a.S = d.S;
     a.bias = biasb ? biasb + (g * OBn + ob0) * L : nullptr;
     a.yks = P * Q;
+    a.relu = relu;
+    a.slope = slope;
     for (int j = 0; j < VT::kOB; ++j) a.nvalid[j] = std::min<int64_t>(L, d.Co - (ob0 + j) * L);
     const float* xrow = xb + ((nl * d.G + g) * CB * Hp + oh * d.sh) * Wp * L;
     float* yrow = y + (((n0 + nl) * d.G + g) * d.Co + ob0 * L) * P * Q + oh * Q;
@@ -393,21 +404,25 @@ int64_t ws_blocked_forward_form(const Desc& d) {
 }
 
 // x (NCHW, input of the forward-form desc) -> y. Runs inside a region (all its threads).
+// packed (not nullptr): the weights already packed there (pack false) or to be packed there
+// (pack true) instead of the workspace.
 void blocked_forward_form(const Desc& d, const float* x, const float* w, bool transpose,
-                          bool flip, const float* bias, float* y, float* ws) {
+                          bool flip, const float* bias, float* y, float* ws, bool relu = false,
+                          float slope = 0.f, float* packed = nullptr, bool pack = true) {
   Carver cv(ws);
   const int64_t nbmax = d.chunk();
   float* xb = cv.take(nbmax * d.blocked_in_image());
   float* wp = cv.take(d.packed_weights());
   float* bb = cv.take(d.G * d.OBn() * L);
+  if (packed) wp = packed;
   const int64_t Kg = transpose ? d.Ci : d.Co, Cg = transpose ? d.Co : d.Ci;
-  pack_weights(w, d.G, Kg, Cg, d.R, d.S, transpose, flip, wp);
+  if (pack) pack_weights(w, d.G, Kg, Cg, d.R, d.S, transpose, flip, wp);
   if (bias) once([&] { pack_bias(bias, d.G, d.Co, bb); });
   const int64_t img = d.G * d.Ci * d.H * d.W;
   for (int64_t n0 = 0; n0 < d.N; n0 += nbmax) {
     const int64_t nb = std::min(nbmax, d.N - n0);
     to_blocked(x + n0 * img, nb, d.G, d.Ci, d.H, d.W, d.Hp(), d.Wp(), d.ph, d.pw, xb);
-    blocked_compute(d, n0, nb, xb, wp, bias ? bb : nullptr, y);
+    blocked_compute(d, n0, nb, xb, wp, bias ? bb : nullptr, y, relu, slope);
   }
 }
 
@@ -741,6 +756,8 @@ struct FewTile {
   int64_t yks;      // P * Q
   int last;         // lanes of the last vector (1..L)
   const float* pf;  // the next tile's output (same channels), prefetched for writing
+  bool relu;        // epilogue: y = max(v, 0) + slope * min(v, 0)
+  float slope;
 };
 
 template <int KI, int WV>
@@ -776,6 +793,13 @@ void few_tile(const FewTile& a) {
         }
       }
     }
+  if (a.relu) {
+    const reg sl = VT::set1(a.slope);
+#pragma GCC unroll 8
+    for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+      for (int v = 0; v < WV; ++v) acc[i][v] = VT::relu(acc[i][v], sl);
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i) {
     float* yi = a.y + i * a.yks;
@@ -808,7 +832,7 @@ FewTileFn few_fn(int ki, int wv) {
 
 // Forward-form few-channel convolution (sw == 1): x NCHW, w [G*Co][Ci][R][S].
 void few_forward_form(const Desc& d, const float* x, const float* w, const float* bias, float* y,
-                      float* xp_buf) {
+                      float* xp_buf, bool relu = false, float slope = 0.f) {
   const FewDesc f = few_desc(d);
   const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
   const int64_t KS = ceil_div(d.Co, VT::kKI);
@@ -839,6 +863,8 @@ void few_forward_form(const Desc& d, const float* x, const float* w, const float
       a.S = d.S;
       a.bias = bias ? bias + kglob : nullptr;
       a.yks = P * Q;
+      a.relu = relu;
+      a.slope = slope;
       const float* xrow = xp_buf + ((nl * d.G + g) * d.Ci * Hp + oh * d.sh) * Wp;
       float* yrow = y + ((n0 + nl) * d.G * d.Co + kglob) * P * Q + oh * Q;
       for (int64_t ow0 = 0; ow0 < Q; ow0 += tile_px) {
@@ -1033,10 +1059,38 @@ int64_t macs(const ConvGeom& g) { return g.N * g.K * g.Cg() * g.R * g.S * g.P() 
 // ---- entry points ----------------------------------------------------------------------------
 // Each is one parallel region (run_region) around the drivers above.
 
+// Weight cache: [header kCacheHeader floats][copy of w][packed weights], 64-byte aligned.
+constexpr int64_t kCacheHeader = 16;
+
+int64_t wcache_fwd_blocked(const ConvGeom& g) {
+  return kAlignSlack + kCacheHeader + round_up(g.K * g.Cg() * g.R * g.S, 16) +
+         round_up(forward_desc(g).packed_weights(), 16);
+}
+
 void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* y,
-                      const ConvGeom& g, float* ws) {
-  run_region(macs(g),
-             [&] { blocked_forward_form(forward_desc(g), x, w, false, false, bias, y, ws); });
+                      const ConvGeom& g, float* ws, bool relu, float slope, float* wcache) {
+  const Desc d = forward_desc(g);
+  float* packed = nullptr;
+  bool pack = true;
+  int64_t hdr[kCacheHeader / 2] = {0x6372656d61776331LL, L, g.G, g.Kg(), g.Cg(), g.R, g.S, 1};
+  const int64_t wn = g.K * g.Cg() * g.R * g.S;
+  float *head = nullptr, *copy = nullptr;
+  if (wcache) {
+    Carver cv(wcache);
+    head = cv.take(kCacheHeader);
+    copy = cv.take(wn);
+    packed = cv.take(d.packed_weights());
+    pack = !(std::memcmp(head, hdr, sizeof(hdr)) == 0 &&
+             std::memcmp(copy, w, sizeof(float) * wn) == 0);
+    if (pack) std::memset(head, 0, sizeof(hdr));  // incomplete until the end
+  }
+  run_region(macs(g), [&] {
+    blocked_forward_form(d, x, w, false, false, bias, y, ws, relu, slope, packed, pack);
+  });
+  if (wcache && pack) {
+    std::memcpy(copy, w, sizeof(float) * wn);
+    std::memcpy(head, hdr, sizeof(hdr));
+  }
 }
 
 int64_t ws_fwd_blocked(const ConvGeom& g) { return ws_blocked_forward_form(forward_desc(g)); }
@@ -1064,10 +1118,11 @@ void conv_bwd_weights_blocked(const float* x, const float* dy, float* dw, float*
 int64_t ws_bwd_weights_blocked(const ConvGeom& g) { return ws_bww(g); }
 
 void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,
-                   const ConvGeom& g, float* ws) {
+                   const ConvGeom& g, float* ws, bool relu, float slope, float*) {
   Carver cv(ws);
   float* buf = cv.take(0);
-  run_region(macs(g), [&] { few_forward_form(forward_desc(g), x, w, bias, y, buf); });
+  run_region(macs(g),
+             [&] { few_forward_form(forward_desc(g), x, w, bias, y, buf, relu, slope); });
 }
 
 int64_t ws_fwd_fewc(const ConvGeom& g) { return ws_few_forward_form(forward_desc(g)); }

@@ -66,6 +66,11 @@ struct Ops {
   }
   static V zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static V add(V a, V b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static V relu(V a, float slope) {  // max(a, 0) + slope * min(a, 0)
+    const __m256 z = _mm256_setzero_ps(), s = _mm256_set1_ps(slope);
+    return {_mm256_fmadd_ps(s, _mm256_min_ps(a.lo, z), _mm256_max_ps(a.lo, z)),
+            _mm256_fmadd_ps(s, _mm256_min_ps(a.hi, z), _mm256_max_ps(a.hi, z))};
+  }
   static V sub(V a, V b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
   static V neg(V a) { return sub(zero(), a); }
   static V mul(V a, float c) {

@@ -97,6 +97,10 @@ struct Ops {
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V zero() { return _mm512_setzero_ps(); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V relu(V a, float slope) {  // max(a, 0) + slope * min(a, 0)
+    const __m512 z = _mm512_setzero_ps();
+    return _mm512_fmadd_ps(_mm512_set1_ps(slope), _mm512_min_ps(a, z), _mm512_max_ps(a, z));
+  }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V neg(V a) { return _mm512_sub_ps(_mm512_setzero_ps(), a); }
   static V mul(V a, float c) { return _mm512_mul_ps(a, _mm512_set1_ps(c)); }

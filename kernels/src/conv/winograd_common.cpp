@@ -54,6 +54,10 @@ struct Ops {
     for (int i = 0; i < 16; ++i) a.v[i] = -a.v[i];
     return a;
   }
+  static V relu(V a, float slope) {  // max(a, 0) + slope * min(a, 0)
+    for (int i = 0; i < 16; ++i) a.v[i] = std::max(a.v[i], 0.f) + slope * std::min(a.v[i], 0.f);
+    return a;
+  }
   static V mul(V a, float c) {
     for (int i = 0; i < 16; ++i) a.v[i] *= c;
     return a;
@@ -293,6 +297,7 @@ void winograd_forward(const float* x, const float* w, const float* bias, const W
 
 WinogradGeom winograd_backward_geom(const WinogradGeom& gf) {
   WinogradGeom gb = gf;
+  gb.relu = false;
   gb.channels = gf.out_channels;
   gb.out_channels = gf.channels;
   gb.height = gf.out_h();

@@ -278,6 +278,8 @@ void output_transform(const float* m, const float* bias_pad, const WinogradGeom&
   // a tile row share stay in L1 until they are complete cache lines.
   for (int64_t k0 = 0; k0 < kpad; k0 += 16) {
     const V bv = Ops::load(bias_pad + k0);
+    const bool relu = g.relu;
+    const float slope = g.relu_slope;
     const int kv = static_cast<int>(std::min<int64_t>(16, K - k0));
     for (int64_t i = 0; i < count; ++i) {
       const TileCoord tc = tile_coord(g, t0 + i);
@@ -298,6 +300,8 @@ void output_transform(const float* m, const float* bias_pad, const WinogradGeom&
         apply(Mats<M>::at, s[r], o);
         for (int c = 0; c < M; ++c) out[r * M + c] = Ops::add(o[c], bv);
       }
+      if (relu)
+        for (int p = 0; p < M * M; ++p) out[p] = Ops::relu(out[p], slope);
       float* dst = y + ((tc.n * K + k0) * P + oy) * Q + ox;
       if constexpr (M == 4 && Ops::fast_store)
         Ops::store_outputs4(out, dst, P * Q, Q, rows, cols, kv);
