@@ -15,7 +15,7 @@ from .blob import Blob
 from .errors import CremaError, LayerError, NetError, ShapeError
 from .layer import TRAIN, TEST
 from .registry import layer_class
-from .schema import read_net_param, Source
+from .schema import read_net_param
 
 
 # --- NetState filtering ---------------------------------------------------------------------

@@ -19,13 +19,13 @@ packed `data` field (no per-value protobuf calls); the reader parses with protob
 each repeated field into numpy in one call.
 """
 import os
-import uuid
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from . import crema_pb2
 from .errors import CremaError, WeightsError
+from .fileio import atomic_write
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -302,34 +302,7 @@ def save_weights(net, path, write_diff=False):
 
 
 def _atomic_write(path, writer):
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    try:
-        while True:
-            tmp = os.path.join(directory, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-            try:
-                # O_EXCL: never clobber another writer's temp file; mode 0o666 lets the umask
-                # give the file the permissions a plain open() would.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                break
-            except FileExistsError:
-                continue
-        os.close(fd)
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot write weights: {exc.strerror or exc}") from None
-    try:
-        writer(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise WeightsError(f"{path}: cannot write weights: {exc.strerror or exc}") from None
-        raise
+    atomic_write(path, writer, WeightsError, "write weights")
 
 
 def _write_hdf5(net, tmp, write_diff):

@@ -24,11 +24,11 @@ records with engine.rng. The output appears atomically: it is built in a tempora
 destination and renamed into place; an existing output is refused.
 """
 import os
-import uuid
 
 import numpy as np
 
 from ..errors import CremaError
+from ..fileio import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
                     ".webp")
@@ -249,11 +249,6 @@ def _record(item, *, gray, height, width, encoded):
     return "array", x
 
 
-def _temp_beside(path):
-    parent = os.path.dirname(os.path.abspath(path))
-    return os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-
-
 # -- convert --------------------------------------------------------------------------------------
 def convert(source, output, *, backend="lmdb", encoded=False, resize_height=0, resize_width=0,
             gray=False, shuffle=False, progress=None):
@@ -298,8 +293,8 @@ def convert(source, output, *, backend="lmdb", encoded=False, resize_height=0, r
         writer.close()
         return n
     import h5py
-    tmp = _temp_beside(output)
-    try:
+
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             data = None
             labels = f.create_dataset("label", (n,), dtype=np.float32)
@@ -318,10 +313,7 @@ def convert(source, output, *, backend="lmdb", encoded=False, resize_height=0, r
                 labels[done] = label
                 if progress:
                     progress(done + 1, n)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(output, write)
     return n
 
 
@@ -375,12 +367,10 @@ def compute_mean(input_path, output, *, progress=None):
                 if progress:
                     progress(i + 1, n)
     mean = (total / count).astype(np.float32)
-    tmp = _temp_beside(output)
-    try:
+    blob = array_to_blobproto(mean[None]).SerializeToString()
+
+    def write(tmp):
         with open(tmp, "wb") as f:
-            f.write(array_to_blobproto(mean[None]).SerializeToString())
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            f.write(blob)
+    atomic_write(output, write)
     return mean

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from ..blob import Blob
+from ..fileio import atomic_write
 from ..layer import Layer, TEST
 from ..registry import register_layer
 from .. import crema_pb2, fillers, rng
@@ -420,7 +421,7 @@ class HDF5OutputLayer(Layer):
 
     Reads hdf5_output_param.file_name. Bottoms: data and label with the same number of rows; as in
     Caffe the datasets are 4-D (num, channels, height, width; missing axes read as 1), float32.
-    Each forward appends its rows and rewrites the whole file through file_name + '.tmp' and an
+    Each forward appends its rows and rewrites the whole file through a temporary file and an
     atomic os.replace, so file_name always holds a complete file. Setup creates the file (empty),
     as Caffe truncates it. `close()` (or `flush()`) writes what is pending; no tops, no backward.
     """
@@ -457,17 +458,13 @@ class HDF5OutputLayer(Layer):
 
     def _write(self):
         import h5py
-        tmp = self.file_name + ".tmp"
-        try:
+
+        def write(tmp):
             with h5py.File(tmp, "w") as f:
                 for name, parts in (("data", self._data), ("label", self._label)):
                     if parts:
                         f.create_dataset(name, data=np.concatenate(parts, axis=0))
-            os.replace(tmp, self.file_name)
-        except OSError as e:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise self.error(f"cannot write HDF5 file '{self.file_name}': {e}") from None
+        atomic_write(self.file_name, write, error_cls=self.error, what="write the HDF5 file")
         self._dirty = False
 
     def flush(self):

@@ -50,7 +50,6 @@ record of the next batch forward will return (not the prefetching reader's posit
 next batch is the one the saved run would have read (the
 random draws of mirror and crop come from engine.rng, whose state the solver saves).
 """
-import io
 import logging
 import os
 import queue

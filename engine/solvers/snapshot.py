@@ -25,13 +25,13 @@ Every file is written under a temporary name in its directory, flushed and renam
 """
 import json
 import os
-import uuid
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from .. import crema_pb2
 from ..errors import SolverError
+from ..fileio import atomic_write as _atomic_write
 
 EXTRAS_FORMAT = 1
 
@@ -50,37 +50,9 @@ def is_hdf5_state(path):
     return os.fspath(path).endswith(".h5")
 
 
-# -- atomic writing -------------------------------------------------------------------------------
 def atomic_write(path, writer):
-    """Call writer(tmp_path) and move the result to `path` atomically; SolverError on failure."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    try:
-        while True:
-            tmp = os.path.join(directory, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-            try:
-                # O_EXCL: never another writer's file; 0o666 lets the umask decide as open() would.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                break
-            except FileExistsError:
-                continue
-        os.close(fd)
-    except OSError as exc:
-        raise SolverError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        writer(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise SolverError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
+    """engine.fileio.atomic_write, failures reported as SolverError."""
+    _atomic_write(path, writer, SolverError, "write")
 
 
 # -- binary SolverState, written field by field (fast for big nets, same bytes as protobuf) ------

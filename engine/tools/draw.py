@@ -16,6 +16,7 @@ import subprocess
 
 from .. import crema_pb2
 from ..errors import CremaError
+from ..fileio import atomic_write
 from ..schema import read_net_param
 
 LAYER_COLOURS = {"Convolution": "#FF5050", "Deconvolution": "#FF5050", "Pooling": "#FF9900",
@@ -94,7 +95,7 @@ def net_to_dot(model, rankdir="LR", phase=None):
     separator = " " if rankdir in ("TB", "BT") else "\\n"
     lines = [f"digraph {_quote(param.name or 'net')} {{",
              f"  rankdir={rankdir};",
-             f"  node [fontname=\"Helvetica\"];"]
+             "  node [fontname=\"Helvetica\"];"]
     blobs, edges = [], []
     for i, lp in enumerate(param.layer):
         if not _included(lp, phase):
@@ -128,29 +129,25 @@ def draw_net_to_file(model, out_path, rankdir="LR", phase=None):
     ext = os.path.splitext(out_path)[1].lower().lstrip(".")
     if not ext:
         raise CremaError(f"{out_path}: give the output file an extension (.dot, .svg, .png, ...)")
-    tmp = out_path + ".tmp"
-    try:
+    if ext not in ("dot", "gv"):
+        dot = shutil.which("dot")
+        if dot is None:
+            raise MissingProgramError(
+                f"drawing to .{ext} needs the Graphviz program 'dot', which is not installed "
+                "(install graphviz, or write a .dot file)")
+
+    def write(tmp):
         if ext in ("dot", "gv"):
             with open(tmp, "w") as fh:
                 fh.write(text)
-        else:
-            dot = shutil.which("dot")
-            if dot is None:
-                raise MissingProgramError(
-                    f"drawing to .{ext} needs the Graphviz program 'dot', which is not installed "
-                    "(install graphviz, or write a .dot file)")
-            done = subprocess.run([dot, f"-T{ext}", "-o", tmp], input=text.encode(),
-                                  capture_output=True)
-            if done.returncode != 0:
-                msg = done.stderr.decode(errors="replace").strip().splitlines()
-                raise CremaError(f"dot -T{ext} failed (exit {done.returncode})"
-                                 + (f": {msg[-1]}" if msg else ""))
-            if not os.path.exists(tmp):
-                raise CremaError(f"dot -T{ext} wrote no file")
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        raise CremaError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            return
+        done = subprocess.run([dot, f"-T{ext}", "-o", tmp], input=text.encode(),
+                              capture_output=True)
+        if done.returncode != 0:
+            msg = done.stderr.decode(errors="replace").strip().splitlines()
+            raise CremaError(f"dot -T{ext} failed (exit {done.returncode})"
+                             + (f": {msg[-1]}" if msg else ""))
+        if os.path.getsize(tmp) == 0:
+            raise CremaError(f"dot -T{ext} wrote no output")
+    atomic_write(out_path, write)
     return out_path

@@ -21,6 +21,7 @@ import os
 import re
 
 from ..errors import CremaError
+from ..fileio import atomic_write
 
 ITERATION = re.compile(r"Iteration (\d+)")
 TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([.\deE+-]+|[-+]?(?:nan|inf))",
@@ -162,15 +163,13 @@ def write_csv(log_path, out_dir, delimiter=","):
     written = []
     for suffix, rows, cols in ((".train", train, train_cols), (".test", test, test_cols)):
         out = os.path.join(out_dir, base + suffix)
-        tmp = out + ".tmp"
-        try:
+
+        def write(tmp, rows=rows, cols=cols):
             with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
                 writer.writerow(cols)
                 for row in rows:
                     writer.writerow([_cell(row.get(c)) for c in cols])
-            os.replace(tmp, out)
-        except OSError as exc:
-            raise CremaError(f"{out}: cannot write: {exc.strerror or exc}") from None
+        atomic_write(out, write)
         written.append(out)
     return written
