@@ -29,7 +29,7 @@ def blobproto_to_array(blob, return_diff=False):
 def array_to_blobproto(arr, diff=None):
     """Array (any shape) -> BlobProto with `shape` set, as current Caffe writes. Built from the
     packed wire bytes: filling the repeated field value by value takes seconds for big arrays."""
-    from .weights import blobproto_parts
+    from .protowire import blobproto_parts
     blob = crema_pb2.BlobProto()
     blob.ParseFromString(b"".join(blobproto_parts(np.asarray(arr), diff)))
     return blob

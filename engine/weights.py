@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from . import crema_pb2
 from .errors import CremaError, WeightsError
 from .fileio import atomic_write
+from .protowire import blobproto_parts, header
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -334,50 +335,12 @@ def _write_hdf5(net, tmp, write_diff):
 # Binary writer. A NetParameter on the wire is the concatenation of its fields, so the file is
 # written field by field: name (1), then each layer as field 100 whose body is the layer's
 # LayerParameter without blobs followed by its blobs (field 7), each a BlobProto of packed float
-# data (5), diff (6) and shape (7). protobuf accepts fields in any order.
-def _varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _header(field, length):
-    """Tag (wire type 2: length-delimited) and length of a field."""
-    return _varint((field << 3) | 2) + _varint(length)
-
-
-def _float_bytes(arr):
-    flat = np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
-    return memoryview(flat).cast("B")
-
-
-def blobproto_parts(data, diff=None):
-    """The body of a BlobProto (packed float data (5), diff (6), shape (7)) as a list of buffers,
-    without copying the big arrays; b"".join() of it parses as a BlobProto."""
-    parts = []
-    values = _float_bytes(data)
-    if values.nbytes:
-        parts += [_header(5, values.nbytes), values]
-    if diff is not None:
-        grads = _float_bytes(diff)
-        if grads.nbytes:
-            parts += [_header(6, grads.nbytes), grads]
-    shape = crema_pb2.BlobShape(dim=[int(d) for d in np.shape(data)]).SerializeToString()
-    parts += [_header(7, len(shape)), shape]
-    return parts
-
-
+# data (5), diff (6) and shape (7) (engine/protowire.py). protobuf accepts fields in any order.
 def _blob_chunks(blob, write_diff):
     """The bytes of one LayerParameter.blobs entry (tag, length, BlobProto body)."""
     parts = blobproto_parts(blob.data, blob.diff if write_diff else None)
     body = sum(len(p) for p in parts)  # memoryviews cast to bytes: len is the byte count
-    return [_header(7, body)] + parts
+    return [header(7, body)] + parts
 
 
 def _param_without_blobs(param):
@@ -414,13 +377,13 @@ def _layer_param(layer):
 def _write_binary(net, tmp, write_diff):
     with open(tmp, "wb") as fh:
         name = (getattr(net, "name", "") or "").encode("utf-8")
-        fh.write(_header(1, len(name)) + name)
+        fh.write(header(1, len(name)) + name)
         for layer in net.layers:
             head = _layer_param(layer).SerializeToString()
             chunks = [head]
             for blob in layer.blobs:
                 chunks += _blob_chunks(blob, write_diff)
-            fh.write(_header(100, sum(len(c) for c in chunks)))
+            fh.write(header(100, sum(len(c) for c in chunks)))
             for chunk in chunks:
                 fh.write(chunk)
         fh.flush()

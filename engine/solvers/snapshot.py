@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from .. import crema_pb2
 from ..errors import SolverError
 from ..fileio import atomic_write as _atomic_write
+from .. import protowire as wire
 
 EXTRAS_FORMAT = 1
 
@@ -56,48 +57,18 @@ def atomic_write(path, writer):
 
 
 # -- binary SolverState, written field by field (fast for big nets, same bytes as protobuf) ------
-def _varint(n):
-    n &= (1 << 64) - 1  # negative int32/int64 values are written as 10-byte two's complement
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _key(field, wire):
-    return _varint((field << 3) | wire)
-
-
 def _length_delimited(field, payload):
-    return _key(field, 2) + _varint(len(payload)) + payload
-
-
-def _blob_proto_bytes(array):
-    """A BlobProto with float `data` (5, packed) and `shape` (7), in field order as protobuf
-    serializes Caffe's Blob::ToProto output."""
-    array = np.asarray(array)
-    out = b""
-    if array.size:
-        out += _length_delimited(5, np.ascontiguousarray(array, dtype="<f4").tobytes())
-    dims = b"".join(_varint(int(d)) for d in array.shape)
-    shape = _length_delimited(1, dims) if dims else b""
-    out += _length_delimited(7, shape)
-    return out
+    return wire.header(field, len(payload)) + payload
 
 
 def write_state_binary(path, iteration, learned_net, history, current_step):
     def writer(tmp):
         with open(tmp, "wb") as fh:
-            fh.write(_key(1, 0) + _varint(int(iteration)))
+            fh.write(wire.key(1, 0) + wire.varint(int(iteration)))
             fh.write(_length_delimited(2, os.fsencode(learned_net)))
             for array in history:
-                fh.write(_length_delimited(3, _blob_proto_bytes(array)))
-            fh.write(_key(4, 0) + _varint(int(current_step)))
+                fh.write(_length_delimited(3, b"".join(wire.blobproto_parts(array))))
+            fh.write(wire.key(4, 0) + wire.varint(int(current_step)))
     atomic_write(path, writer)
 
 

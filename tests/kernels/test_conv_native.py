@@ -9,35 +9,18 @@ The references: engine/reference/conv.py (the loop-by-loop definition) for the f
 a float64 tap-by-tap implementation here whose forward agrees with it and whose two backward
 functions are checked to be its exact adjoints (<conv(x), dy> = <x, bwd_data(dy)> = <w, bwd_w>).
 """
-import contextlib
-import os
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from engine.testing import isa_cap
 from engine import kernels
 from engine.reference import conv as ref_conv
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
 ISAS = kernels.cpu_info()["usable_isas"]
-
-
-@contextlib.contextmanager
-def isa_cap(isa):
-    """CREMA_MAX_ISA=isa for the block (hypothesis tests cannot take function-scoped fixtures)."""
-    old = {k: os.environ.get(k) for k in ("CREMA_MAX_ISA", "CREMA_KERNELS")}
-    os.environ["CREMA_MAX_ISA"] = isa
-    os.environ.pop("CREMA_KERNELS", None)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # -- float64 references ---------------------------------------------------------------------------

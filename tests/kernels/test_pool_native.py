@@ -2,13 +2,13 @@
 random seeded geometries, for every ISA this CPU and build support (CREMA_MAX_ISA caps the
 dispatcher and is read on every call); size checks of the bindings; the Pooling layer's float32
 (native) path against its float64 (numpy) path."""
-import contextlib
 import os
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from engine.testing import isa_cap
 import engine
 from engine import kernels
 from engine.reference import pool as ref
@@ -17,22 +17,6 @@ from engine.testing import layer_from_text, run_forward
 from engine import _kernels as native  # must be built: a missing module fails here
 ISAS = kernels.cpu_info()["usable_isas"]
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-@contextlib.contextmanager
-def isa_cap(isa):
-    """CREMA_MAX_ISA=isa for the block (hypothesis tests cannot take function-scoped fixtures)."""
-    old = {k: os.environ.get(k) for k in ("CREMA_MAX_ISA", "CREMA_KERNELS")}
-    os.environ["CREMA_MAX_ISA"] = isa
-    os.environ.pop("CREMA_KERNELS", None)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def first_mismatch(got, want, what, rtol=0.0, atol=0.0):

@@ -9,14 +9,13 @@ exact output, see kernels/include/crema/winograd.h): max 1e-4 -- the accuracy ta
 F(4x4,3x3) -- and, over outputs of 64 elements or more, RMS 1e-5; the measured errors are about
 10x smaller.
 """
-import contextlib
-import os
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from engine.testing import isa_cap
 import engine
 from engine import kernels
 from engine.reference import conv as ref_conv
@@ -25,22 +24,6 @@ from engine.reference import winograd as ref
 from engine import _kernels as native  # must be built: a missing module fails here
 ISAS = kernels.cpu_info()["usable_isas"]
 MAX_REL, RMS_REL = 1e-4, 1e-5
-
-
-@contextlib.contextmanager
-def isa_cap(isa):
-    """CREMA_MAX_ISA=isa for the block (hypothesis tests cannot take function-scoped fixtures)."""
-    old = {k: os.environ.get(k) for k in ("CREMA_MAX_ISA", "CREMA_KERNELS")}
-    os.environ["CREMA_MAX_ISA"] = isa
-    os.environ.pop("CREMA_KERNELS", None)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def direct64(x, w, b=None, pad=(0, 0)):
