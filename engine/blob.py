@@ -15,11 +15,12 @@ def _as_shape(shape):
 
 
 class Blob:
-    __slots__ = ("_data", "_diff", "dtype")
+    __slots__ = ("_data", "_diff", "dtype", "_bound")
 
     def __init__(self, *shape, dtype=np.float32):
         self.dtype = np.dtype(dtype)
         self._data = self._diff = None
+        self._bound = False  # storage is a view into a net's ParamArena
         self.reshape(*shape)
 
     @classmethod
@@ -39,11 +40,18 @@ class Blob:
             self._data = self._data.reshape(shape)
             self._diff = self._diff.reshape(shape)
             return
+        if self._bound:
+            raise ShapeError(f"cannot reshape a learnable parameter from {self.shape} to {shape}: "
+                             "its storage is a fixed segment of the net's parameter arena")
         self._data = np.zeros(shape, dtype=self.dtype)
         self._diff = np.zeros(shape, dtype=self.dtype)
 
     def reshape_like(self, other):
         self.reshape(other.shape)
+
+    def bind(self, data, diff):
+        """Use these arrays (views into a ParamArena) as storage from now on."""
+        self._data, self._diff, self._bound = data, diff, True
 
     def share_data(self, other):
         """Use `other`'s data storage (same shape required), as Caffe's ShareData."""

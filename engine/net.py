@@ -11,6 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import crema_pb2
+from .arena import ParamArena
 from .blob import Blob
 from .errors import CremaError, LayerError, NetError, ShapeError
 from .layer import TRAIN, TEST
@@ -256,7 +257,18 @@ class Net:
         for name, w in self.blob_loss_weights.items():
             if w and name in self.blobs:
                 self.blobs[name].diff[...] = w
+        self._build_arena()
         self._mark_fusions()
+
+    def _build_arena(self):
+        """Move every learnable parameter into one ParamArena (see engine/arena.py); PERMISSIVE
+        shares follow their owner's new storage."""
+        if not hasattr(self, "_param_owners"):
+            self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
+            self._param_views = []
+        self.arena = ParamArena(self.learnable_params, self.params_lr, self.params_weight_decay)
+        for view, owner in self._param_views:
+            view.bind(owner.data.reshape(view.shape), owner.diff.reshape(view.shape))
 
     def _mark_fusions(self):
         """Convolution + in-place ReLU: a Convolution (one bottom, one top) directly followed by a
@@ -323,6 +335,7 @@ class Net:
         """Sharing by ParamSpec name, lr/decay multipliers. Returns whether any parameter learns."""
         if not hasattr(self, "_param_owners"):
             self._param_owners = {}   # ParamSpec name -> (layer name, index, Blob)
+            self._param_views = []    # (PERMISSIVE view, owner): rebound onto the arena
             self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
             self._param_display = []
         if len(lp.param) > len(layer.blobs):
@@ -351,6 +364,7 @@ class Net:
                     view._data = owner.data.reshape(blob.shape)
                     view._diff = owner.diff.reshape(blob.shape)
                     layer.blobs[i] = view
+                    self._param_views.append((view, owner))
                 idx = next(k for k, b in enumerate(self.learnable_params) if b is owner)
                 # Caffe: a sharer may set lr_mult only if it equals the owner's.
                 if spec.HasField("lr_mult") and self.params_lr[idx] != lr:
@@ -411,8 +425,7 @@ class Net:
         return [list(v) for v in self._bottom_need_backward]
 
     def clear_param_diffs(self):
-        for blob in self.learnable_params:
-            blob.diff[...] = 0
+        self.arena.diff[...] = 0
 
     # -- running --------------------------------------------------------------------------
     def _index(self, layer_name, default):

@@ -57,6 +57,7 @@ from ..net import Net
 from ..schema import read_net_param, read_solver_param
 from ..upgrade import solver_needs_upgrade, upgrade_solver_param
 from . import snapshot as snap
+from .hooks import CallbackHooks, HookList
 
 _SOLVERS = {}
 _ACTIONS = ("none", "stop", "snapshot")
@@ -77,6 +78,15 @@ def solver_type_list():
     return sorted(_SOLVERS)
 
 
+def solver_class(type_name):
+    """The registered class for SolverParameter.type `type_name`."""
+    cls = _SOLVERS.get(type_name)
+    if cls is None:
+        raise SolverError(f"Unknown solver type: {type_name} (known types: "
+                          f"{', '.join(solver_type_list())})")
+    return cls
+
+
 def _read_param(source):
     param, src = read_solver_param(source)
     if solver_needs_upgrade(param):
@@ -89,11 +99,14 @@ def get_solver(solver, *, log=None, solver_path=None):
     `type` (default "SGD"), as pycaffe's get_solver and Caffe's SolverRegistry. `solver_path`
     names the file an edited SolverParameter came from (for messages and paths beside it)."""
     param, _ = _read_param(solver)
-    cls = _SOLVERS.get(param.type)
-    if cls is None:
-        raise SolverError(f"Unknown solver type: {param.type} (known types: "
-                          f"{', '.join(solver_type_list())})")
-    return cls(solver, log=log, solver_path=solver_path)
+    return solver_class(param.type)(solver, log=log, solver_path=solver_path)
+
+
+def _due(interval, previous, current):
+    """Whether a multiple of `interval` lies in (previous, current]: Caffe's `iter % interval ==
+    0` when iterations advance one at a time, and still right when they jump (a parameter server
+    counts the updates of every group)."""
+    return interval > 0 and current // interval > previous // interval
 
 
 def _g(value):
@@ -135,7 +148,9 @@ class Solver(abc.ABC):
         mode = crema_pb2.SolverParameter.SolverMode.Name(param.solver_mode)
         self.log.info("solver_mode %s: crema runs on CPUs", mode)
 
-        self.callbacks = []  # (on_start, on_gradients_ready, before_update) from add_callback
+        self.hooks = HookList()  # SolverHooks objects (hooks.py); add_callback/add_hooks add
+        self._hooks_started = False
+        self.global_iter = None  # set by a hook that receives the iteration from elsewhere
         self.check_finite = True  # stop on a NaN/Inf loss or gradient (see _check_finite)
         self.action_request = None
         self._deferred_snapshot = False  # a snapshot requested during a test
@@ -153,8 +168,11 @@ class Solver(abc.ABC):
         self._iterations_last = 0
         self._timer = time.perf_counter()
         self._check_regularization()
-        self.history = [np.zeros(b.shape, dtype=np.float32)
-                        for _ in range(self.history_sets) for b in self.net.learnable_params]
+        # The update rule's state, laid out like the parameter arena (one flat buffer per
+        # history set); `history` holds per-parameter views for snapshots and pycaffe.
+        arena = self.net.arena
+        self.history_buffers = [arena.zeros() for _ in range(self.history_sets)]
+        self.history = [view for buf in self.history_buffers for view in arena.views(buf)]
 
     # -- checks -----------------------------------------------------------------------------
     def _check_common(self):
@@ -288,23 +306,22 @@ class Solver(abc.ABC):
         """pycaffe's add_callback, plus one hook: on_start() runs at the start of every
         iteration (after the test, before the forward passes); on_gradients_ready() after the
         backward passes of all iter_size batches, before clipping, normalization, regularization
-        and the update - the place to reduce gradients across processes; before_update() once
-        the update rule has turned every diff into the step to subtract, just before
-        `data -= diff` - the place to exchange steps or weights with a parameter server."""
-        self.callbacks.append((on_start, on_gradients_ready, before_update))
+        and the update; before_update() once the update rule has turned every diff into the step
+        to subtract, just before `data -= diff`. For every hook point see add_hooks."""
+        self.hooks.add(CallbackHooks(on_start, on_gradients_ready, before_update))
 
-    def _run_hooks(self, index):
-        for hooks in self.callbacks:
-            if hooks[index] is not None:
-                hooks[index]()
+    def add_hooks(self, hooks):
+        """Add a SolverHooks object (engine/solvers/hooks.py: on_init, on_start,
+        on_gradients_ready, apply_update, before_update, after_update, on_test, on_snapshot,
+        on_display); returns it."""
+        return self.hooks.add(hooks)
 
     def _check_finite(self, loss):
         """Stop with a SolverError when the loss or a parameter gradient is NaN/Inf, naming the
         iteration and the first layer (in forward order) whose top data or parameter diff is
         non-finite. The cheap test (the loss and one float64 sum per gradient) runs every
         iteration; the layer-by-layer search only once something is wrong."""
-        if np.isfinite(loss) and all(np.isfinite(np.sum(b.diff, dtype=np.float64))
-                                     for b in self.net.learnable_params):
+        if np.isfinite(loss) and np.isfinite(np.sum(self.net.arena.diff, dtype=np.float64)):
             return
         net = self.net
         culprit = "no layer's top or parameter diff (the loss weights?)"
@@ -355,36 +372,51 @@ class Solver(abc.ABC):
         self._timer = time.perf_counter()
         self._iterations_last = start_iter
 
+        if not self._hooks_started:
+            self._hooks_started = True
+            self.hooks.on_init(self)
+        previous = self.iter - 1  # iterations in (previous, iter] are due for display and tests
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
-            if p.test_interval and self.iter % p.test_interval == 0 \
+            if _due(p.test_interval, previous, self.iter) \
                     and (self.iter > 0 or p.test_initialization):
                 self.test_all()
                 if self.requested_early_exit:
                     break  # a stop was requested while testing
-            self._run_hooks(0)  # on_start
-            display = bool(p.display) and self.iter % p.display == 0
+            self.hooks.on_start(self)
+            self.display_now = _due(p.display, previous, self.iter) and self.hooks.on_display(self)
             loss = np.float32(0)
             for _ in range(p.iter_size):
                 loss += np.float32(self.net.forward_backward())
-            loss = np.float32(loss / np.float32(p.iter_size))
+            # hooks may replace the loss (the mean over a synchronous group)
+            self.iteration_loss = np.float32(loss / np.float32(p.iter_size))
+            self.hooks.on_gradients_ready(self)
+            loss = self.iteration_loss
             self._update_smoothed_loss(loss, average_loss)
-            if display:
+            if self.display_now:
                 self._display()
             if self.check_finite:
                 self._check_finite(loss)
-            self._run_hooks(1)  # on_gradients_ready
-            self.apply_update()
-            self.iter += 1  # the number of updates applied so far
+            if not self.hooks.apply_update(self):
+                self.apply_update()
+            self.hooks.after_update(self)
+            previous = self.iter
+            # the number of updates applied so far (a parameter server's count, when it has one)
+            self.iter = self.iter + 1 if self.global_iter is None else int(self.global_iter)
 
             request = self._requested_action()
-            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot"
+            if (_due(p.snapshot, previous, self.iter) or request == "snapshot"
                     or self._deferred_snapshot):
                 self._deferred_snapshot = False
-                self.snapshot()
+                self._snapshot_if_allowed()
             if request == "stop":
                 self.requested_early_exit = True
                 break
+
+    def _snapshot_if_allowed(self):
+        if self.hooks.on_snapshot(self):
+            return self.snapshot()
+        return None
 
     def _update_smoothed_loss(self, loss, average_loss):
         """Caffe's UpdateSmoothedLoss: the mean of the last `average_loss` losses, kept
@@ -437,12 +469,12 @@ class Solver(abc.ABC):
             self.restore(resume_file)
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            self._snapshot_if_allowed()
         if self.requested_early_exit:
             self.log.info("Optimization stopped early.")
             return
         # One more forward pass, only to display the loss after the last update.
-        if p.display and self.iter % p.display == 0:
+        if p.display and self.iter % p.display == 0 and self.hooks.on_display(self):
             self.net.forward()
             self._update_smoothed_loss(np.float32(self.net.loss), p.average_loss)
             self.log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss))
@@ -454,6 +486,8 @@ class Solver(abc.ABC):
     def test_all(self):
         """Test every test net in turn until a stop is requested; returns their results."""
         results = []
+        if not self.hooks.on_test(self):
+            return results
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break

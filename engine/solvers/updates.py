@@ -22,6 +22,11 @@ Update rules, g = diff, history arrays h (and h2) per parameter:
   Adam      m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g^2
             (beta1 = momentum, beta2 = momentum2, t = iter + 1)
             update = local_rate * sqrt(1-beta2^t)/(1-beta1^t) * m / (sqrt(v) + delta)
+The rules run over the whole parameter arena at once (engine/arena.py): local_rate and local_decay
+are per-element vectors (the arena's lr_mult and decay_mult times the global rate and decay), and
+`compute_update` works on any slice [lo, hi) of the arena's buffers, so a parameter server applies
+exactly the same code to the slice it owns. Elementwise, every operation is the one Caffe performs
+per parameter, in the same order, so the results are the same floats.
 All arithmetic is float32 like Caffe's Dtype. Sanity checks (Caffe's): AdaGrad and RMSProp refuse a
 momentum, RMSProp needs 0 <= rms_decay < 1.
 """
@@ -40,65 +45,60 @@ _F = np.float32
 class SGDSolver(Solver):
     """Stochastic gradient descent with momentum (Caffe's SGDSolver)."""
 
-    def apply_update(self):
+    def learning_rate(self):
+        """The rate of this iteration (logged at display iterations), advancing current_step."""
         p = self.param
         rate, step = learning_rate(p, self.iter, self.current_step)
         if p.lr_policy == "multistep" and step != self.current_step:
             self.log.info("MultiStep Status: Iteration %d, step = %d", self.iter, step)
         self.current_step = step
-        if p.display and self.iter % p.display == 0:
+        if getattr(self, "display_now", False):
             self.log.info("Iteration %d, lr = %s", self.iter, f"{float(rate):g}")
+        return rate
+
+    def apply_update(self):
+        rate = self.learning_rate()
         self.clip_gradients()
-        for i in range(len(self.net.learnable_params)):
-            self.normalize(i)
-            self.regularize(i)
-            self.compute_update_value(i, rate)
-        self._run_hooks(2)  # before_update: the diffs now hold the steps
-        for blob in self.net.learnable_params:
-            np.subtract(blob.data, blob.diff, out=blob.data)
+        arena = self.net.arena
+        self.compute_update(self.param, arena.data, arena.diff, self.history_buffers,
+                            arena.lr_mult, arena.decay_mult, rate, self.iter)
+        self.hooks.before_update(self)  # the diffs now hold the steps
+        np.subtract(arena.data, arena.diff, out=arena.data)
 
     def clip_gradients(self):
         clip = _F(self.param.clip_gradients)
         if clip < 0:
             return
-        sumsq = _F(0)
-        for blob in self.net.learnable_params:
-            d = blob.diff.ravel()
-            sumsq += _F(np.dot(d, d))
-        norm = _F(np.sqrt(sumsq))
+        d = self.net.arena.diff
+        norm = _F(np.sqrt(_F(np.dot(d, d))))
         if norm > clip:
             scale = _F(clip / norm)
             self.log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale "
                           "factor %s", f"{float(norm):g}", f"{float(clip):g}", f"{float(scale):g}")
-            for blob in self.net.learnable_params:
-                blob.diff[...] *= scale
+            d *= scale
 
-    def normalize(self, i):
-        if self.param.iter_size == 1:
-            return
-        self.net.learnable_params[i].diff[...] *= _F(1) / _F(self.param.iter_size)
+    @classmethod
+    def compute_update(cls, param, data, diff, history, lr_mult, decay_mult, rate, it):
+        """Turn the gradient `diff` into the step to subtract, in place, over matching slices of
+        the arena: normalize by iter_size, regularize, then the rule (update_value). `history` is
+        the list of history-set buffers (same slice); `it` is the iteration (Adam's t - 1)."""
+        if param.iter_size != 1:
+            diff *= _F(1) / _F(param.iter_size)
+        weight_decay = _F(param.weight_decay)
+        if weight_decay and decay_mult.any():
+            local_decay = weight_decay * decay_mult
+            if param.regularization_type == "L2":
+                diff += local_decay * data
+            elif param.regularization_type == "L1":
+                diff += local_decay * np.sign(data)
+            else:
+                raise SolverError(f"Unknown regularization type: {param.regularization_type}")
+        cls.update_value(param, diff, history, _F(rate) * lr_mult, it)
 
-    def regularize(self, i):
-        p = self.param
-        blob = self.net.learnable_params[i]
-        local_decay = _F(p.weight_decay) * _F(self.net.params_weight_decay[i])
-        if not local_decay:
-            return
-        if p.regularization_type == "L2":
-            blob.diff[...] += local_decay * blob.data
-        elif p.regularization_type == "L1":
-            blob.diff[...] += local_decay * np.sign(blob.data)
-        else:
-            raise SolverError(f"Unknown regularization type: {p.regularization_type}")
-
-    def _local_rate(self, i, rate):
-        return _F(rate) * _F(self.net.params_lr[i])
-
-    def compute_update_value(self, i, rate):
-        g = self.net.learnable_params[i].diff
-        h = self.history[i]
-        momentum = _F(self.param.momentum)
-        h[...] = self._local_rate(i, rate) * g + momentum * h
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        h, = history
+        h[...] = local_rate * g + _F(param.momentum) * h
         g[...] = h
 
 
@@ -106,12 +106,12 @@ class SGDSolver(Solver):
 class NesterovSolver(SGDSolver):
     """Nesterov's accelerated gradient (Caffe's NesterovSolver)."""
 
-    def compute_update_value(self, i, rate):
-        g = self.net.learnable_params[i].diff
-        h = self.history[i]
-        momentum = _F(self.param.momentum)
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        h, = history
+        momentum = _F(param.momentum)
         previous = h.copy()
-        h[...] = self._local_rate(i, rate) * g + momentum * h
+        h[...] = local_rate * g + momentum * h
         g[...] = (_F(1) + momentum) * h + (-momentum) * previous
 
 
@@ -124,11 +124,11 @@ class AdaGradSolver(SGDSolver):
             raise SolverError(f"{self._label}: Momentum cannot be used with AdaGrad (momentum "
                               f"{self.param.momentum:g})")
 
-    def compute_update_value(self, i, rate):
-        g = self.net.learnable_params[i].diff
-        h = self.history[i]
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        h, = history
         h += g * g
-        g[...] = self._local_rate(i, rate) * (g / (np.sqrt(h) + _F(self.param.delta)))
+        g[...] = local_rate * (g / (np.sqrt(h) + _F(param.delta)))
 
 
 @register_solver("RMSProp")
@@ -144,12 +144,12 @@ class RMSPropSolver(SGDSolver):
             raise SolverError(f"{self._label}: rms_decay should lie between 0 and 1 (got "
                               f"{p.rms_decay:g})")
 
-    def compute_update_value(self, i, rate):
-        g = self.net.learnable_params[i].diff
-        h = self.history[i]
-        decay = _F(self.param.rms_decay)
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        h, = history
+        decay = _F(param.rms_decay)
         h[...] = (_F(1) - decay) * (g * g) + decay * h
-        g[...] = self._local_rate(i, rate) * (g / (np.sqrt(h) + _F(self.param.delta)))
+        g[...] = local_rate * (g / (np.sqrt(h) + _F(param.delta)))
 
 
 @register_solver("AdaDelta")
@@ -159,16 +159,15 @@ class AdaDeltaSolver(SGDSolver):
 
     history_sets = 2
 
-    def compute_update_value(self, i, rate):
-        n = len(self.net.learnable_params)
-        g = self.net.learnable_params[i].diff
-        h, h2 = self.history[i], self.history[n + i]
-        momentum = _F(self.param.momentum)
-        delta = _F(self.param.delta)
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        h, h2 = history
+        momentum = _F(param.momentum)
+        delta = _F(param.delta)
         h[...] = (_F(1) - momentum) * (g * g) + momentum * h
         g[...] = g * np.sqrt((h2 + delta) / (h + delta))
         h2[...] = (_F(1) - momentum) * (g * g) + momentum * h2
-        g[...] = self._local_rate(i, rate) * g
+        g[...] = local_rate * g
 
 
 @register_solver("Adam")
@@ -178,16 +177,15 @@ class AdamSolver(SGDSolver):
 
     history_sets = 2
 
-    def compute_update_value(self, i, rate):
-        n = len(self.net.learnable_params)
-        g = self.net.learnable_params[i].diff
-        m, v = self.history[i], self.history[n + i]
-        beta1, beta2 = _F(self.param.momentum), _F(self.param.momentum2)
-        t = self.iter + 1
+    @staticmethod
+    def update_value(param, g, history, local_rate, it):
+        m, v = history
+        beta1, beta2 = _F(param.momentum), _F(param.momentum2)
+        t = it + 1
         # Caffe: sqrt(Dtype(1) - pow(beta2, t)) / (Dtype(1) - pow(beta1, t)) in double, then float
         correction = _F(math.sqrt(1.0 - math.pow(float(beta2), t))
                         / (1.0 - math.pow(float(beta1), t)))
         m[...] = (_F(1) - beta1) * g + beta1 * m
         v[...] = (_F(1) - beta2) * (g * g) + beta2 * v
-        scale = self._local_rate(i, rate) * correction
-        g[...] = scale * (m / (np.sqrt(v) + _F(self.param.delta)))
+        scale = local_rate * correction
+        g[...] = scale * (m / (np.sqrt(v) + _F(param.delta)))
