@@ -76,6 +76,20 @@ FLAGS = {
     "threads": ("int", 0, "Optional; number of CPU threads for the kernels and BLAS (0: leave "
                           "the default)."),
     "debug": ("bool", False, "Show Python tracebacks on errors (also CREMA_DEBUG=1)."),
+    "groups": ("int", 1, "train under MPI: synchronous groups of ranks (world = groups x "
+                         "group_size + servers); also the solver's parallel { groups }."),
+    "servers": ("int", 0, "train under MPI: parameter-server ranks (the last ranks); needed when "
+                          "-groups > 1."),
+    "bucket_mb": ("str", "25", "train under MPI: gradient bucket size in MB."),
+    "first_bucket_mb": ("str", "1", "train under MPI: size of the first (small) bucket in MB."),
+    "max_staleness": ("int", -1, "train under MPI: bound on how many updates a group may run "
+                                 "ahead of the slowest (-1: unbounded)."),
+    "momentum_correction": ("bool", False, "train under MPI: lower the servers' momentum by "
+                                           "the implicit momentum of asynchrony (1 - 1/groups)."),
+    "log_dir": ("str", "", "train under MPI: also write one log file per rank into this folder."),
+    "timeline": ("str", "", "train under MPI: write a Chrome-trace timeline of every rank."),
+    "stall_timeout": ("int", 300, "train under MPI: seconds without progress before the job is "
+                                  "ended, naming the stalled ranks (0: off)."),
     "gpu": ("str", "", "Not available: crema runs on CPUs."),
     "x": ("str", "iters", "plot: x axis, iters or seconds."),
     "rankdir": ("str", "LR", "draw: direction of the graph layout, LR, RL, TB or BT."),
@@ -98,7 +112,9 @@ COMMON = ("threads", "debug", "gpu")
 COMMANDS = {
     # name: (flags it reads, positional argument names)
     "train": (("solver", "snapshot", "weights", "level", "stage", "sigint_effect",
-               "sighup_effect", "check_finite") + COMMON, ()),
+               "sighup_effect", "check_finite", "groups", "servers", "bucket_mb",
+               "first_bucket_mb", "max_staleness", "momentum_correction", "log_dir", "timeline",
+               "stall_timeout") + COMMON, ()),
     "test": (("model", "weights", "iterations", "phase", "level", "stage") + COMMON, ()),
     "time": (("model", "iterations", "phase", "level", "stage") + COMMON, ()),
     "device_query": (COMMON, ()),
@@ -371,7 +387,8 @@ def cmd_train(flags):
             del param.weights[:]  # the command line's -weights (or -snapshot) replace the file's
     log.info("Use CPU.")
     handler = SignalHandler(sigint_effect, sighup_effect)
-    try:
+
+    def make_solver():
         # solver_path keeps messages naming the file and lets net paths resolve beside it
         solver = engine.solvers.get_solver(param if edits else flags.solver,
                                            solver_path=flags.solver)
@@ -384,7 +401,18 @@ def cmd_train(flags):
         if flags.snapshot:
             log.info("Resuming from %s", flags.snapshot)
         log.info("Starting Optimization")
-        solver.solve(resume_file=flags.snapshot or None)
+        return solver
+
+    try:
+        parallel = parallel_settings(flags, param)
+        if parallel is None:
+            solver = make_solver()
+            solver.solve(resume_file=flags.snapshot or None)
+        else:
+            from .parallel.train import train_parallel
+            solver = train_parallel(make_solver, resume_file=flags.snapshot or None, **parallel)
+            if solver is None:
+                return 0  # a parameter server
     finally:
         handler.close()
     if solver.requested_early_exit:
@@ -392,6 +420,49 @@ def cmd_train(flags):
         # logs it again. Here it is logged once either way.
         log.info("Optimization Done.")
     return 0
+
+
+def parallel_settings(flags, param):
+    """The parallel job's settings (solver's `parallel` message, then the flags), or None when
+    this is a plain single-process run (no launcher, no parallel flags)."""
+    from .parallel.train import mpi_world_size_from_env
+    from .parallel.topology import check_layout
+    p = param.parallel
+    asked = bool({"groups", "servers"} & flags.given) or param.HasField("parallel")
+    world = mpi_world_size_from_env()
+    if world == 1 and not asked:
+        return None
+
+    def number(name, default):
+        try:
+            value = float(getattr(flags, name)) if name in flags.given else float(default)
+        except ValueError:
+            raise UsageError(f"flag -{name} needs a number, got '{getattr(flags, name)}'") \
+                from None
+        if value <= 0:
+            raise UsageError(f"-{name} must be positive, got {value:g}")
+        return value
+
+    settings = {
+        "groups": flags.groups if "groups" in flags.given else p.groups,
+        "servers": flags.servers if "servers" in flags.given else p.servers,
+        "bucket_mb": number("bucket_mb", p.bucket_mb),
+        "first_bucket_mb": number("first_bucket_mb", p.first_bucket_mb),
+        "max_staleness": flags.max_staleness if "max_staleness" in flags.given
+        else p.max_staleness,
+        "momentum_correction": flags.momentum_correction or p.momentum_correction,
+        "threads": flags.threads or p.threads_per_rank,
+        "log_dir": flags.log_dir,
+        "timeline": flags.timeline or p.timeline,
+        "stall_timeout": flags.stall_timeout if "stall_timeout" in flags.given
+        else p.stall_timeout,
+    }
+    settings["timeline_path"] = settings.pop("timeline")
+    # refuse an impossible layout before any MPI work (every rank computes the same answer)
+    check_layout(world, settings["groups"], settings["servers"])
+    if world == 1 and settings["groups"] == 1 and settings["servers"] == 0:
+        return None
+    return settings
 
 
 # --- test ------------------------------------------------------------------------------------
@@ -741,6 +812,16 @@ def main(argv=None):
     sys.stdout.flush()
     if debug:
         traceback.print_exception(error)
+    from .parallel.faults import abort_job, active_rank
+    from .parallel.topology import TopologyError
+    if isinstance(error, TopologyError):
+        # every rank finds the same layout error: rank 0 says it, all leave normally
+        rank = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+        if rank in ("", "0"):
+            print(f"crema: error: {_one_line(message)}", file=sys.stderr)
+        return status
+    if active_rank() is not None:
+        abort_job(_one_line(message), status)  # ends every rank of the job; does not return
     print(f"crema: error: {_one_line(message)}", file=sys.stderr)
     return status
 

@@ -469,6 +469,20 @@ def conv_algorithm(geometry, op="fwd"):
     return _conv_algo_cache[key]
 
 
+def conv_algorithm_choices():
+    """The algorithm choices made so far in this process: [((geometry, op), algorithm)] (without
+    the ISA, which the adopting process fills in with its own)."""
+    return [((key[0], key[1]), algo) for key, algo in _conv_algo_cache.items()]
+
+
+def adopt_conv_algorithm_choices(choices):
+    """Take another process's choices (a parallel job's rank 0), so that every rank runs the same
+    algorithm on every geometry; layers pick them up at their next reshape."""
+    isa = _native.cpu_info()["isa"] if native_available() else "reference"
+    for (geometry, op), algo in choices:
+        _conv_algo_cache[(tuple(geometry), op, isa)] = algo
+
+
 # -- Winograd convolution: the public entry points ------------------------------------------------
 # geometry = the direct convolution's (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w,
 # dilation_h, dilation_w, group). Float32 C-contiguous arrays run the native kernels

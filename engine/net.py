@@ -166,6 +166,7 @@ class Net:
 
     def _init(self, param):
         self.layers, self.layer_params = [], []
+        self.backward_hooks = []
         self.blobs = OrderedDict()
         self.top_names, self.bottom_names = OrderedDict(), OrderedDict()
         self.blob_loss_weights = OrderedDict()
@@ -265,7 +266,7 @@ class Net:
         shares follow their owner's new storage."""
         if not hasattr(self, "_param_owners"):
             self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
-            self._param_views = []
+            self._param_views, self.param_layers = [], []
         self.arena = ParamArena(self.learnable_params, self.params_lr, self.params_weight_decay)
         for view, owner in self._param_views:
             view.bind(owner.data.reshape(view.shape), owner.diff.reshape(view.shape))
@@ -336,6 +337,7 @@ class Net:
         if not hasattr(self, "_param_owners"):
             self._param_owners = {}   # ParamSpec name -> (layer name, index, Blob)
             self._param_views = []    # (PERMISSIVE view, owner): rebound onto the arena
+            self.param_layers = []    # per learnable param: indices of the layers that use it
             self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
             self._param_display = []
         if len(lp.param) > len(layer.blobs):
@@ -366,6 +368,7 @@ class Net:
                     layer.blobs[i] = view
                     self._param_views.append((view, owner))
                 idx = next(k for k, b in enumerate(self.learnable_params) if b is owner)
+                self.param_layers[idx].append(len(self.layers) - 1)
                 # Caffe: a sharer may set lr_mult only if it equals the owner's.
                 if spec.HasField("lr_mult") and self.params_lr[idx] != lr:
                     raise NetError(f"{where}layer '{lp.name}': shared param '{name}' has lr_mult "
@@ -374,6 +377,7 @@ class Net:
                 if name:
                     self._param_owners[name] = (lp.name, i, blob)
                 self.learnable_params.append(blob)
+                self.param_layers.append([len(self.layers) - 1])
                 self.params_lr.append(lr)
                 self.params_weight_decay.append(decay)
             layer.param_propagate_down.append(lr != 0)
@@ -491,10 +495,19 @@ class Net:
         return {name: self.blobs[name].diff for name in names}
 
     def _backward_range(self, hi, lo):
+        hooks = self.backward_hooks
         for i in range(hi, lo - 1, -1):
             if self._layer_need_backward[i]:
                 self._call(self.layers[i], "backward", self._bottom_blobs[i], self._top_blobs[i],
                            self._bottom_need_backward[i])
+            for hook in hooks:
+                hook(i)
+
+    def add_backward_hook(self, hook):
+        """Call hook(i) after layer i's backward step (also for layers that skip backward), in
+        backward order: a gradient reducer starts sending a parameter's diff once every layer
+        using it (net.param_layers) has run."""
+        self.backward_hooks.append(hook)
 
     def forward_backward(self):
         """One forward and backward over the whole net (what a solver iteration runs); returns
@@ -566,6 +579,21 @@ class Net:
                     raise ShapeError(f"layer '{name}' ({layer.type}) blob {i}: shape {mine.shape} "
                                      f"here, {theirs.shape} in the net to share with")
                 mine.share_data(theirs)
+
+    def set_data_shard(self, rank, world):
+        """Give every data layer its shard of the record stream (Caffe's multi-process rule: in
+        TRAIN record i goes to rank i mod world; TEST nets read everything). Returns the names
+        of the layers that took it."""
+        try:
+            from .data.sharding import set_data_shard
+        except ImportError:  # TEMPORARY until engine/data/sharding.py lands
+            names = []
+            for layer in self.layers:
+                if hasattr(layer, "world_size"):
+                    layer.rank, layer.world_size = rank, world
+                    names.append(layer.name)
+            return names
+        return set_data_shard(self, rank, world)
 
     def set_input_arrays(self, data, labels):
         """Feed a MemoryData first layer (pycaffe)."""

@@ -151,6 +151,8 @@ class Solver(abc.ABC):
         self.hooks = HookList()  # SolverHooks objects (hooks.py); add_callback/add_hooks add
         self._hooks_started = False
         self.global_iter = None  # set by a hook that receives the iteration from elsewhere
+        self.data_rank = None  # this process's rank in a parallel job (picks its data position)
+        self.rank_layer_states = None  # every rank's layer_states(), gathered for a snapshot
         self.check_finite = True  # stop on a NaN/Inf loss or gradient (see _check_finite)
         self.action_request = None
         self._deferred_snapshot = False  # a snapshot requested during a test
@@ -192,7 +194,8 @@ class Solver(abc.ABC):
         if not p.HasField("snapshot_prefix"):
             raise SolverError(f"{self._label}: In solver params, snapshot is specified but "
                               "snapshot_prefix is not")
-        probe = snap.snapshot_filename(p.snapshot_prefix, 0, ".tempfile")
+        # one probe name per process: the ranks of a parallel job probe the same prefix at once
+        probe = snap.snapshot_filename(p.snapshot_prefix, 0, f".tempfile.{os.getpid()}")
         try:
             with open(probe, "w"):
                 pass
@@ -574,19 +577,21 @@ class Solver(abc.ABC):
             snap.write_state_binary(path, self.iter, model, self.history, self.current_step)
         return path
 
-    def _extras(self):
-        """crema's additions to the state: random stream, layer states, smoothed-loss window."""
-        arrays = {}
+    def layer_states(self):
+        """[(layer index, layer name, state_dict())] of the train net's layers that keep a
+        state (data positions), for snapshots."""
+        return [(index, layer.name, layer.state_dict()) for index, layer in
+                enumerate(self.net.layers) if callable(getattr(layer, "state_dict", None))]
+
+    @staticmethod
+    def _encode_layer_states(states, arrays):
         layers = []
-        for index, layer in enumerate(self.net.layers):
-            get = getattr(layer, "state_dict", None)
-            if not callable(get):
-                continue
+        for index, name, state in states:
             items = {}
-            for key, value in get().items():
+            for key, value in state.items():
                 if isinstance(value, np.ndarray):
                     if value.dtype.kind not in "biuf":
-                        raise SolverError(f"layer '{layer.name}' state_dict()['{key}']: arrays "
+                        raise SolverError(f"layer '{name}' state_dict()['{key}']: arrays "
                                           f"must be numeric or boolean, got dtype {value.dtype}")
                     ref = f"a{len(arrays)}"
                     arrays[ref] = value
@@ -595,19 +600,28 @@ class Solver(abc.ABC):
                     items[key] = {"value": value.item() if isinstance(value, np.generic)
                                   else value}
                 else:
-                    raise SolverError(f"layer '{layer.name}' state_dict()['{key}']: cannot save "
+                    raise SolverError(f"layer '{name}' state_dict()['{key}']: cannot save "
                                       f"a {type(value).__name__} (use numpy arrays or numbers)")
-            layers.append({"index": index, "name": layer.name, "items": items})
+            layers.append({"index": index, "name": name, "items": items})
+        return layers
+
+    def _extras(self):
+        """crema's additions to the state: random stream, layer states, smoothed-loss window.
+        In a synchronous parallel job rank 0 also keeps every rank's layer states ("ranks")."""
+        arrays = {}
         manifest = {
             "format": snap.EXTRAS_FORMAT,
             "iter": self.iter,
             "rng": rng.get_state(),
-            "layers": layers,
+            "layers": self._encode_layer_states(self.layer_states(), arrays),
             "loss_window": {"losses": [float(x) for x in self._losses],
                             "smoothed": float(self.smoothed_loss),
                             "origin": self._loss_origin,
                             "average_loss": self.param.average_loss},
         }
+        if self.rank_layer_states is not None:
+            manifest["ranks"] = [self._encode_layer_states(states, arrays)
+                                 for states in self.rank_layer_states]
         return manifest, arrays
 
     def restore(self, state_path):
@@ -683,7 +697,15 @@ class Solver(abc.ABC):
             rng.set_state(manifest["rng"])
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SolverError(f"{where}: cannot restore the random generator state: {exc}") from None
-        for entry in manifest.get("layers", []):
+        entries = manifest.get("layers", [])
+        ranks = manifest.get("ranks")
+        if ranks is not None and self.data_rank is not None:
+            if self.data_rank >= len(ranks):
+                raise SolverError(f"{where}: the snapshot holds data positions of {len(ranks)} "
+                                  f"ranks; this is rank {self.data_rank} (resume with the "
+                                  "same number of ranks, or without the sidecar)")
+            entries = ranks[self.data_rank]
+        for entry in entries:
             index, name = entry["index"], entry["name"]
             layer = self.net.layers[index] if index < len(self.net.layers) else None
             load = getattr(layer, "load_state_dict", None)

@@ -1,0 +1,194 @@
+"""Training under mpiexec: synchronous groups, parameter servers, faults, resume."""
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from tests.parallel.mpi_helpers import needs_mpi, read_weights, run_mpi, run_single, write_dataset, write_solver
+
+pytestmark = needs_mpi
+
+RANK_BATCH = 4
+
+
+def _assert_same_weights(a, b, rtol=2e-5, atol=2e-6):
+    assert a.keys() == b.keys()
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("ranks,kind", [(2, "SGD"), (4, "Adam"), (3, "Nesterov")])
+def test_synchronous_group_equals_one_process_with_the_whole_batch(tmp_path, ranks, kind):
+    """G = 1 with N ranks x batch b and Caffe's record striding gives the weights of one process
+    with batch N*b after k iterations (momentum, weight decay, lr steps and all)."""
+    iters = 6
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    for folder, batch in ((single, ranks * RANK_BATCH), (multi, RANK_BATCH)):
+        folder.mkdir()
+        write_dataset(folder, n=ranks * RANK_BATCH * 3)
+        write_solver(folder, batch, iters, kind=kind)
+    one = run_single(["train", "-solver", "solver.prototxt"], cwd=single)
+    assert one.returncode == 0, one.stderr[-3000:]
+    many = run_mpi(ranks, ["train", "-solver", "solver.prototxt"], cwd=multi)
+    assert many.returncode == 0, many.stderr[-3000:]
+    assert f"{ranks} ranks: 1 group(s) of {ranks} + 0 parameter server(s)" in many.stderr
+    a = read_weights(single / f"snap_iter_{iters}.caffemodel")
+    b = read_weights(multi / f"snap_iter_{iters}.caffemodel")
+    _assert_same_weights(a, b)
+    # the logged (group-mean) losses are the single process's losses
+    loss = re.compile(r"Iteration (\d+) \([^)]*\), loss = (\S+)")
+    la = [float(v) for _, v in loss.findall(one.stderr)]
+    lb = [float(v) for _, v in loss.findall(many.stderr)]
+    assert len(la) == len(lb) == iters and np.allclose(la, lb, rtol=1e-4)
+    # only rank 0 logs and snapshots
+    assert many.stderr.count("Optimization Done.") == 1
+    assert sorted(p.name for p in multi.glob("snap_*.caffemodel")) == [f"snap_iter_{iters}.caffemodel"]
+
+
+@pytest.mark.parametrize("ranks,groups,servers", [(5, 2, 1), (5, 4, 1), (3, 2, 1)])
+def test_hybrid_trains_through_parameter_servers(tmp_path, ranks, groups, servers):
+    write_dataset(tmp_path, n=240)
+    iters = 24
+    write_solver(tmp_path, RANK_BATCH, iters, kind="SGD", lr=0.1)
+    res = run_mpi(ranks, ["train", "-solver", "solver.prototxt", "-groups", str(groups),
+                          "-servers", str(servers), "-timeline", "trace.json"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    size = (ranks - servers) // groups
+    assert f"{groups} group(s) of {size} + {servers} parameter server(s)" in res.stderr
+    m = re.search(r"staleness over (\d+) server updates: mean (\S+), max (\d+)", res.stderr)
+    assert m, res.stderr[-3000:]
+    assert int(m.group(1)) == iters  # the servers applied exactly max_iter updates
+    assert 0 <= float(m.group(2)) <= groups  # about groups - 1
+    weights = read_weights(tmp_path / f"snap_iter_{iters}.caffemodel")
+    assert all(np.all(np.isfinite(b)) for blobs in weights.values() for b in blobs)
+    losses = [float(v) for v in re.findall(r"Iteration \d+ \([^)]*\), loss = (\S+)", res.stderr)]
+    assert losses and np.mean(losses[-3:]) < losses[0]  # it learned
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    pids = {e["pid"] for e in trace["traceEvents"] if e.get("ph") == "X"}
+    assert pids == set(range(ranks - servers))  # every worker recorded its spans
+    names = {e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"}
+    assert {"compute", "server round trip"} <= names
+
+
+def test_impossible_layout_is_refused_before_work(tmp_path):
+    write_dataset(tmp_path)
+    write_solver(tmp_path, RANK_BATCH, 3)
+    res = run_mpi(4, ["train", "-solver", "solver.prototxt", "-groups", "2"], cwd=tmp_path,
+                  timeout=60)
+    assert res.returncode != 0
+    assert res.stderr.count("needs at least one parameter server") == 1
+    res = run_mpi(4, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1"],
+                  cwd=tmp_path, timeout=60)
+    assert res.returncode != 0
+    assert "cannot form 2 groups of equal size" in res.stderr
+    assert not list(tmp_path.glob("snap_*"))
+
+
+FAIL_LAYER = """layer { name: "boom" type: "Python" bottom: "ip" top: "ip2"
+        python_param { module: "failing_layer" layer: "FailOnRank" param_str: "%s" } }"""
+
+FAIL_MODULE = '''
+import os, time
+import engine
+
+class FailOnRank(engine.Layer):
+    """Identity; on one rank, at one iteration, raise (or hang)."""
+    def setup(self, bottom, top):
+        self.rank, self.at, self.how = self.param_str.split(",")
+        self.calls = 0
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+    def forward(self, bottom, top):
+        self.calls += 1
+        if os.environ.get("PMI_RANK") == self.rank and self.calls == int(self.at):
+            if self.how == "raise":
+                raise ValueError("the detector data of this batch is corrupt")
+            time.sleep(3600)
+        top[0].data[...] = bottom[0].data
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = top[0].diff
+'''
+
+
+def _failing_setup(tmp_path, rank, how):
+    write_dataset(tmp_path, n=200)
+    (tmp_path / "failing_layer.py").write_text(FAIL_MODULE)
+    write_solver(tmp_path, RANK_BATCH, 50, extra_layers=FAIL_LAYER % f"{rank},3,{how}")
+    text = (tmp_path / "net.prototxt").read_text().replace('bottom: "ip" bottom: "label"',
+                                                            'bottom: "ip2" bottom: "label"')
+    (tmp_path / "net.prototxt").write_text(text)
+
+
+@pytest.mark.parametrize("ranks,layout", [(3, []), (5, ["-groups", "2", "-servers", "1"])])
+def test_a_failing_rank_ends_the_job_quickly(tmp_path, ranks, layout):
+    _failing_setup(tmp_path, rank=1, how="raise")
+    t0 = time.monotonic()
+    res = run_mpi(ranks, ["train", "-solver", "solver.prototxt", *layout], cwd=tmp_path,
+                  timeout=90, env={"PYTHONPATH": str(tmp_path)})
+    elapsed = time.monotonic() - t0
+    assert res.returncode != 0
+    assert "rank 1:" in res.stderr and "detector data of this batch is corrupt" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert elapsed < 60
+
+
+def test_stall_watchdog_names_the_stuck_rank(tmp_path):
+    _failing_setup(tmp_path, rank=2, how="hang")
+    res = run_mpi(3, ["train", "-solver", "solver.prototxt", "-stall_timeout", "4"],
+                  cwd=tmp_path, timeout=90, env={"PYTHONPATH": str(tmp_path)})
+    assert res.returncode != 0
+    assert re.search(r"stall: rank\(s\) 2 made no progress for 4 s", res.stderr), res.stderr[-2000:]
+
+
+def test_hybrid_snapshot_resumes_single_process_and_back(tmp_path):
+    write_dataset(tmp_path, n=240)
+    write_solver(tmp_path, RANK_BATCH, 12, kind="Adam", snapshot=6, lr=0.01)
+    res = run_mpi(5, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1"],
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = tmp_path / "snap_iter_12.solverstate"
+    # a mid-run snapshot at the first update count >= 6 that rank 0 saw (groups interleave)
+    middle = [int(p.stem.split("_")[-1]) for p in tmp_path.glob("snap_iter_*.solverstate")]
+    assert state.exists() and any(6 <= k < 12 for k in middle), middle
+    # the hybrid snapshot's Adam history came from the servers: not all zero
+    from engine.solvers.snapshot import read_state
+    history = read_state(str(state)).history
+    assert any(np.any(values != 0) for _, _, values in history if values is not None)
+    # resume single-process from the hybrid snapshot and train on
+    text = (tmp_path / "solver.prototxt").read_text().replace("max_iter: 12", "max_iter: 16")
+    (tmp_path / "solver.prototxt").write_text(text)
+    one = run_single(["train", "-solver", "solver.prototxt", "-snapshot", state.name],
+                     cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert (tmp_path / "snap_iter_16.caffemodel").exists()
+    # and the single-process snapshot resumes into a hybrid run
+    text = text.replace("max_iter: 16", "max_iter: 20")
+    (tmp_path / "solver.prototxt").write_text(text)
+    back = run_mpi(5, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1",
+                       "-snapshot", "snap_iter_16.solverstate"], cwd=tmp_path)
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert "Iteration 16" in back.stderr
+    assert (tmp_path / "snap_iter_20.caffemodel").exists()
+
+
+def test_synchronous_resume_is_exact_per_rank(tmp_path):
+    """Each rank's data position goes into the snapshot: a resumed 2-rank run ends with the
+    weights of an uninterrupted one."""
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    for folder in (straight, resumed):
+        folder.mkdir()
+        write_dataset(folder, n=40)  # the stream wraps around during the run
+        write_solver(folder, RANK_BATCH, 8, snapshot=4)
+    assert run_mpi(2, ["train", "-solver", "solver.prototxt"], cwd=straight).returncode == 0
+    text = (resumed / "solver.prototxt").read_text().replace("max_iter: 8", "max_iter: 4")
+    (resumed / "solver.prototxt").write_text(text)
+    assert run_mpi(2, ["train", "-solver", "solver.prototxt"], cwd=resumed).returncode == 0
+    (resumed / "solver.prototxt").write_text(text.replace("max_iter: 4", "max_iter: 8"))
+    res = run_mpi(2, ["train", "-solver", "solver.prototxt", "-snapshot",
+                      "snap_iter_4.solverstate"], cwd=resumed)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _assert_same_weights(read_weights(straight / "snap_iter_8.caffemodel"),
+                         read_weights(resumed / "snap_iter_8.caffemodel"), rtol=0, atol=0)
