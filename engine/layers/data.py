@@ -10,9 +10,10 @@ import numpy as np
 
 from ..blob import Blob
 from ..fileio import atomic_write
-from ..layer import Layer, TEST
+from ..layer import Layer
 from ..registry import register_layer
 from .. import crema_pb2, fillers, rng
+from ..data.sharding import ShardedReader
 
 
 def _shape_of(blob_shape):
@@ -133,7 +134,7 @@ class DummyDataLayer(Layer):
 
 
 @register_layer("MemoryData")
-class MemoryDataLayer(Layer):
+class MemoryDataLayer(ShardedReader, Layer):
     """Serves batches from numpy arrays the user hands over (pycaffe's Net.set_input_arrays).
 
     Reads memory_data_param batch_size, channels, height, width (all > 0).
@@ -143,6 +144,10 @@ class MemoryDataLayer(Layer):
     copy), as Caffe keeps the pointers. `reset(data, labels, n)`: Caffe's Reset, serving the first
     n rows. Forward copies consecutive batches and wraps around after n rows. No transformation is
     applied to the arrays (Caffe's Reset does not transform either).
+
+    Sharding (engine.data.sharding): `offset` counts the rows of the wrapping stream passed since
+    the last reset (stream row i is array row i % n). After `set_shard(rank, world)` a TRAIN
+    layer serves only the stream rows i with i % world == rank; TEST serves every row.
     """
     exact_num_bottom = 0
     exact_num_top = 2
@@ -151,7 +156,7 @@ class MemoryDataLayer(Layer):
         super().__init__(param, phase)
         self._data = self._labels = None
         self._n = 0
-        self._pos = 0
+        self.offset = 0
         p = self.param.memory_data_param
         self.batch_size, self.channels = int(p.batch_size), int(p.channels)
         self.height, self.width = int(p.height), int(p.width)
@@ -168,11 +173,15 @@ class MemoryDataLayer(Layer):
         self.kernel = "numpy"
 
     def state_dict(self):
-        """The position in the arrays (the arrays themselves belong to the caller)."""
-        return {"pos": self._pos}
+        """The position in the stream of rows and the shard it was read for (the arrays
+        themselves belong to the caller). "pos" is the array row, kept for older readers."""
+        return {"pos": self.offset % self._n if self._n else 0, "offset": self.offset,
+                **self._shard_state()}
 
     def load_state_dict(self, state):
-        self._pos = int(state["pos"])
+        self._check_shard_state(state)
+        # states saved before "offset" existed hold only "pos", which is the offset for world 1
+        self.offset = int(state.get("offset", state["pos"]))
 
     def set_input_arrays(self, data, labels):
         """Check the arrays as pycaffe does, then serve them from the first row."""
@@ -216,18 +225,33 @@ class MemoryDataLayer(Layer):
         if self.param.HasField("transform_param"):
             warnings.warn(f"MemoryData layer '{self.name}' does not transform array data on reset",
                           stacklevel=2)
-        self._data, self._labels, self._n, self._pos = data, labels, n, 0
+        self._data, self._labels, self._n, self.offset = data, labels, n, 0
 
     def forward(self, bottom, top):
         if self._data is None:
             raise self.error("no input arrays: call set_input_arrays(data, labels) (or reset) "
                              "before forward")
-        b, pos = self.batch_size, self._pos
+        rank, world, stride = self._reading_shard()
+        b = self.batch_size
         top[0].reshape((b, self.channels, self.height, self.width))
         top[1].reshape((b,))
-        top[0].data[...] = self._data[pos:pos + b].reshape(top[0].shape)
-        top[1].data[...] = self._labels[pos:pos + b]
-        self._pos = (pos + b) % self._n
+        if stride:
+            # this rank's next b stream rows: the first offset >= self.offset that is rank mod
+            # world, then every world-th
+            stream = self.offset + (rank - self.offset) % world + world * np.arange(b)
+        else:
+            stream = self.offset + np.arange(b)
+        self.offset = int(stream[-1]) + 1
+        pos = int(stream[0]) % self._n
+        if not stride and pos + b <= self._n:
+            # consecutive rows (always, unless a shard change or a loaded state moved the
+            # position off a batch boundary): a slice, no gather
+            top[0].data[...] = self._data[pos:pos + b].reshape(top[0].shape)
+            top[1].data[...] = self._labels[pos:pos + b]
+        else:
+            rows = stream % self._n  # may wrap inside the batch
+            top[0].data[...] = self._data[rows].reshape(top[0].shape)
+            top[1].data[...] = self._labels[rows]
 
 
 def _read_source_list(layer, source):
@@ -263,8 +287,64 @@ def _read_source_list(layer, source):
     return paths
 
 
+# One read brings in at most this many bytes of a dataset, so reading a file's rows in windows
+# bounds the memory a read needs beyond the rows kept (see _read_sorted_rows).
+_READ_WINDOW_BYTES = 32 << 20
+# A window whose wanted rows fill at least 1/_DENSE of their span is read as one slice and picked
+# in memory: h5py resolves a point selection element by element (about 1 us a row, measured with
+# h5py 3.16), so a sequential read of up to _DENSE times the wanted bytes is the cheaper one.
+_DENSE = 8
+
+
+def _read_sorted_rows(ds, rows, out):
+    """out[k] = ds[rows[k]] (converted to out's dtype) for increasing, distinct row indices.
+
+    h5py only reads increasing selections, and a list selection costs per element, so the rows
+    are read in windows of at most _READ_WINDOW_BYTES of the dataset: evenly spaced rows
+    (consecutive ones without shuffle on one rank, every world-th one without shuffle on several)
+    as one strided hyperslab; dense ones as the window's slice, picked in memory; sparse ones as
+    a point selection."""
+    row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
+    window = max(1, _READ_WINDOW_BYTES // row_bytes)
+    start = 0
+    while start < len(rows):
+        first = int(rows[start])
+        stop = int(np.searchsorted(rows, first + window, side="left"))
+        part = rows[start:stop]
+        last = int(part[-1])
+        gaps = np.diff(part)
+        if len(part) == 1 or np.all(gaps == gaps[0]):
+            step = int(gaps[0]) if len(part) > 1 else 1
+            out[start:stop] = ds[first:last + 1:step]
+        elif len(part) * _DENSE >= last + 1 - first:
+            out[start:stop] = ds[first:last + 1][part - first]
+        else:
+            out[start:stop] = ds[part]
+        start = stop
+
+
+def _open_hdf5_readonly(path):
+    import h5py
+    try:
+        # Every rank opens the same files. HDF5's file locks fail on many parallel file systems
+        # (Lustre, NFS without flock) and are not needed to read, so they are turned off.
+        return h5py.File(path, "r", locking=False)
+    except (TypeError, ValueError):  # h5py < 3.5 or an HDF5 library without the option
+        return h5py.File(path, "r")
+
+
+class _OpenFile:
+    """One open HDF5 file of the source list: its datasets (one per top) and row count."""
+
+    def __init__(self, path, handle, datasets, rows):
+        self.path, self.handle, self.datasets, self.rows = path, handle, datasets, rows
+
+    def close(self):
+        self.handle.close()
+
+
 @register_layer("HDF5Data")
-class HDF5DataLayer(Layer):
+class HDF5DataLayer(ShardedReader, Layer):
     """Rows of HDF5 datasets, one dataset per top, read along axis 0.
 
     Reads hdf5_data_param: source (a text file listing .h5 files, one per line; relative paths are
@@ -273,23 +353,33 @@ class HDF5DataLayer(Layer):
     datasets must have the same number of rows. Tops: (batch_size,) + dataset.shape[1:], float
     values converted to the top dtype (float32 in nets).
 
-    Like Caffe, one file is in memory at a time: rows are taken continuously across file ends
+    Like Caffe, files are visited one at a time: rows are taken continuously across file ends
     (after the last file back to the first). With shuffle, the file order is shuffled at setup and
-    at each wrap to the first file, and the rows of a file are shuffled each time it is loaded or
-    wrapped (engine.rng).
+    at each wrap to the first file, and the rows of a file are shuffled at each visit. The
+    shuffles draw from a generator the layer takes from engine.rng's data stream at setup
+    (rng.spawn_data_generator), the same on every rank when the seed is.
 
-    Rank-aware reading (Caffe's multi-solver Skip): attributes `rank` and `world_size` (default
-    0 and 1; set them before the first forward). Every row read advances a global row counter
-    `offset`; in the TRAIN phase rank r keeps only the rows with offset % world_size == r, so the
-    ranks together read each stream row once. In TEST every rank reads every row, as in Caffe.
+    Sharding (engine.data.sharding, Caffe's multi-solver Skip): every row passed advances a
+    global row counter `offset`; after `set_shard(rank, world)` (or setting the attributes `rank`
+    and `world_size`) a TRAIN layer keeps only the rows with offset % world == rank, so the ranks
+    together read each stream row once. In TEST every rank reads every row, as in Caffe.
+
+    Only the rows this rank keeps are read: at a file visit the layer reads (from the file it
+    keeps open, read-only) the rows it will take during that visit, sorted, and picks each batch
+    from them, so a rank holds about 1/world of a file instead of the whole file.
     """
     exact_num_bottom = 0
     min_top = 1
 
     def __init__(self, param, phase=0):
         super().__init__(param, phase)
-        self.rank, self.world_size = 0, 1
         self.offset = 0
+        self._file = None  # the _OpenFile being visited
+        self._cache = None  # this visit's rows for this rank (see _visit_rows)
+
+    @property
+    def draws_from_data_stream(self):
+        return bool(self.param.hdf5_data_param.shuffle)
 
     def setup(self, bottom, top):
         p = self.param.hdf5_data_param
@@ -307,24 +397,28 @@ class HDF5DataLayer(Layer):
             raise self.error("hdf5_data_param source is empty: give a text file listing .h5 files")
         self._files = _read_source_list(self, p.source)
         self._shuffle = bool(p.shuffle)
+        self._rng = rng.spawn_data_generator()
         self._file_order = np.arange(len(self._files))
         if self._shuffle:
-            self._file_order = rng.generator().permutation(len(self._files))
+            self._file_order = self._rng.permutation(len(self._files))
         self._current_file = 0
         self._row_shapes = None
-        self._load(self._files[self._file_order[0]])
+        self._visit(self._files[self._file_order[0]])
         for t, name in zip(top, self._names):
             t.reshape((self.batch_size,) + self._row_shapes[name])
 
-    def _load(self, path):
-        """Load every top's dataset of one file (float32) and draw its row permutation."""
+    def _open(self, path):
+        """Open one file and check its datasets (reads no rows); the first file opened fixes the
+        row shapes. The current file stays open until the new one is checked."""
         import h5py
-        arrays = {}
+        if self._file is not None and self._file.path == path:
+            return self._file
         try:
-            f = h5py.File(path, "r")
+            f = _open_hdf5_readonly(path)
         except OSError as e:
             raise self.error(f"cannot open HDF5 file '{path}': {e}") from None
-        with f:
+        try:
+            datasets = {}
             for name in self._names:
                 if name not in f or not isinstance(f[name], h5py.Dataset):
                     raise self.error(f"HDF5 file '{path}' has no dataset '{name}' (top '{name}' "
@@ -336,24 +430,37 @@ class HDF5DataLayer(Layer):
                                      "one axis (rows)")
                 if ds.dtype.kind not in "fiub":
                     raise self.error(f"dataset '{name}' in '{path}' holds {ds.dtype}, not numbers")
-                arrays[name] = np.asarray(ds[...], dtype=np.float32)
-        rows = {name: a.shape[0] for name, a in arrays.items()}
-        n = rows[self._names[0]]
-        if any(r != n for r in rows.values()):
-            raise self.error(f"datasets in '{path}' have different numbers of rows: {rows}")
-        if n == 0:
-            raise self.error(f"datasets in '{path}' have no rows")
-        shapes = {name: a.shape[1:] for name, a in arrays.items()}
-        if self._row_shapes is None:
-            self._row_shapes = shapes
-        elif shapes != self._row_shapes:
+                datasets[name] = ds
+            rows = {name: ds.shape[0] for name, ds in datasets.items()}
+            n = rows[self._names[0]]
+            if any(r != n for r in rows.values()):
+                raise self.error(f"datasets in '{path}' have different numbers of rows: {rows}")
+            if n == 0:
+                raise self.error(f"datasets in '{path}' have no rows")
+            shapes = {name: tuple(ds.shape[1:]) for name, ds in datasets.items()}
+            if self._row_shapes is None:
+                self._row_shapes = shapes
             for name in self._names:
                 if shapes[name] != self._row_shapes[name]:
                     raise self.error(f"dataset '{name}' in '{path}' has rows of shape "
                                      f"{shapes[name]} but the first file loaded had "
                                      f"{self._row_shapes[name]}")
-        self._arrays, self._rows, self._row = arrays, n, 0
-        self._perm = rng.generator().permutation(n) if self._shuffle else np.arange(n)
+        except BaseException:
+            f.close()
+            raise
+        return _OpenFile(path, f, datasets, n)
+
+    def _switch_to(self, opened):
+        if self._file is not None and self._file is not opened:
+            self._file.close()
+        self._file, self._cache = opened, None
+
+    def _visit(self, path):
+        """Start a pass over one file: open it and draw its row order."""
+        self._switch_to(self._open(path))
+        self._row = 0
+        n = self._file.rows
+        self._perm = self._rng.permutation(n) if self._shuffle else np.arange(n)
 
     def _end_of_file(self):
         """Caffe's Next() at the end of a file: next file (reshuffle at wrap), reshuffle rows."""
@@ -362,57 +469,107 @@ class HDF5DataLayer(Layer):
             if self._current_file == len(self._files):
                 self._current_file = 0
                 if self._shuffle:
-                    self._file_order = rng.generator().permutation(len(self._files))
-            self._load(self._files[self._file_order[self._current_file]])
+                    self._file_order = self._rng.permutation(len(self._files))
+        self._visit(self._files[self._file_order[self._current_file]])
+
+    def _visit_rows(self, rank, world, stride):
+        """The rows this rank takes from the rest of the current visit, read on first use.
+
+        Returns (positions, rows, arrays): the visit positions it takes (increasing), the file
+        rows behind them sorted, and per top those rows' values (float32) in sorted order.
+        Position j of the visit is global row offset - row + j; it is taken when that is rank
+        mod world (or always, without striding). Rebuilt after a new visit or a shard change."""
+        key = (rank, world, stride)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1:]
+        n = self._file.rows
+        if stride:
+            positions = np.arange(self._row + (rank - self.offset) % world, n, world)
         else:
-            self._row = 0
-            if self._shuffle:
-                self._perm = rng.generator().permutation(self._rows)
+            positions = np.arange(self._row, n)
+        rows = np.sort(self._perm[positions])
+        arrays = {}
+        for name in self._names:
+            out = np.empty((len(rows),) + self._row_shapes[name], dtype=np.float32)
+            if len(rows):
+                _read_sorted_rows(self._file.datasets[name], rows, out)
+            arrays[name] = out
+        self._cache = (key, positions, rows, arrays)
+        return positions, rows, arrays
 
     def state_dict(self):
-        """Where reading stands (file order, file, row, row permutation, global offset), so a
-        solver snapshot resumes on exactly the next row."""
+        """Where reading stands (file order, file, row, row permutation, global offset, the
+        shuffling generator) and the shard it was read for, so a solver snapshot resumes on
+        exactly the next row of this rank."""
+        import json
         return {"file_order": self._file_order.copy(), "current_file": self._current_file,
                 "row": self._row, "perm": self._perm.copy(), "offset": self.offset,
-                "num_files": len(self._files)}
+                "num_files": len(self._files),
+                "rng": json.dumps(self._rng.bit_generator.state), **self._shard_state()}
 
     def load_state_dict(self, state):
+        import json
+        self._check_shard_state(state)
         if int(state["num_files"]) != len(self._files):
             raise self.error(f"saved reading position is for {int(state['num_files'])} files, "
                              f"the source now lists {len(self._files)}")
-        self._file_order = np.asarray(state["file_order"], dtype=np.int64)
-        self._current_file = int(state["current_file"])
-        self._load(self._files[self._file_order[self._current_file]])
+        file_order = np.asarray(state["file_order"], dtype=np.int64)
+        current = int(state["current_file"])
+        opened = self._open(self._files[file_order[current]])
         perm = np.asarray(state["perm"], dtype=np.int64)
-        if perm.shape != (self._rows,):
-            raise self.error(f"saved row permutation has {perm.size} rows, the file has "
-                             f"{self._rows}")
-        self._perm, self._row, self.offset = perm, int(state["row"]), int(state["offset"])
+        row = int(state["row"])
+        if perm.shape != (opened.rows,) or not 0 <= row < opened.rows:
+            if opened is not self._file:
+                opened.close()
+            raise self.error(f"saved row permutation has {perm.size} rows and position {row}, "
+                             f"the file has {opened.rows} rows")
+        gen = self._rng
+        if "rng" in state:  # states saved before the layer had its own generator lack it
+            try:
+                saved = json.loads(state["rng"])
+                bit_gen = getattr(np.random, saved["bit_generator"])()
+                bit_gen.state = saved
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                if opened is not self._file:
+                    opened.close()
+                raise self.error(f"saved shuffling generator state is unreadable: {e}") from None
+            gen = np.random.Generator(bit_gen)
+        self._switch_to(opened)
+        self._rng = gen
+        self._file_order, self._current_file = file_order, current
+        self._perm, self._row, self.offset = perm, row, int(state["offset"])
 
     def reshape(self, bottom, top):
         self.kernel = "numpy"  # shapes are fixed in setup, as in Caffe
 
     def forward(self, bottom, top):
-        ws, rank = int(self.world_size), int(self.rank)
-        if ws < 1 or not 0 <= rank < ws:
-            raise self.error(f"rank {rank} is not in [0, world_size {ws})")
-        stride = ws > 1 and self.phase != TEST
+        rank, world, stride = self._reading_shard()
+        if self._file is None:  # closed: reopen the file being visited, at the same row
+            self._switch_to(self._open(self._files[self._file_order[self._current_file]]))
         filled = 0
         while filled < self.batch_size:
-            avail = np.arange(self._rows - self._row)
-            keep = avail[(self.offset + avail) % ws == rank] if stride else avail
-            take = keep[:self.batch_size - filled]
+            positions, rows, arrays = self._visit_rows(rank, world, stride)
+            first = int(np.searchsorted(positions, self._row))
+            take = positions[first:first + self.batch_size - filled]
             if len(take):
-                rows = self._perm[self._row + take]
+                # each taken position's file row, found among the sorted rows that were read
+                picks = np.searchsorted(rows, self._perm[take])
                 for t, name in zip(top, self._names):
-                    t.data[filled:filled + len(take)] = self._arrays[name][rows]
+                    t.data[filled:filled + len(take)] = arrays[name][picks]
                 filled += len(take)
             # advance past the last row used (or past the whole file when it ran short)
-            step = int(take[-1]) + 1 if filled == self.batch_size and len(take) else len(avail)
-            self._row += step
-            self.offset += step
-            if self._row == self._rows:
+            end = int(take[-1]) + 1 if filled == self.batch_size and len(take) else \
+                self._file.rows
+            self.offset += end - self._row
+            self._row = end
+            if self._row == self._file.rows:
                 self._end_of_file()
+
+    def close(self):
+        """Close the open HDF5 file (reading again reopens it at the next visit)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = self._cache = None
 
 
 @register_layer("HDF5Output")

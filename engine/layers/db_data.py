@@ -7,7 +7,9 @@ Proto params
 - data_param.backend: LMDB. LEVELDB (explicit) is refused. LEVELDB is also Caffe's default: when
   `backend` is not given and the source is an LMDB directory (it holds data.mdb) it is read as
   LMDB; otherwise the layer reports that LevelDB is not supported.
-- data_param.rand_skip: at setup, skip a random number of records in [0, rand_skip) (engine.rng).
+- data_param.rand_skip: at setup, skip a random number of records in [0, rand_skip), drawn from
+  engine.rng's data stream (the same on every rank, so the ranks' shards still partition the
+  records).
 - data_param.prefetch (default 4): batches read and decoded ahead by a background daemon thread
   (Caffe's prefetch). The thread does no random draws: crop offsets and mirror flags are drawn
   from engine.rng in forward, in the same order as without prefetch, so runs with and without
@@ -38,17 +40,18 @@ Records are read in key order and the reading wraps around to the first record a
 `offset` counts every record passed since the first one (rand_skip included); the current record
 is `offset % number of records`.
 
-Rank-aware reading (Caffe's multi-solver Skip): attributes `rank` and `world_size` (default 0 and
-1; set them before forward). In the TRAIN phase rank r keeps only the records whose offset is
-r mod world_size, i.e. records r, r + world_size, r + 2*world_size, ... of the wrapping stream,
-so the ranks together read each record once per pass. In TEST every rank reads every record, as in
-Caffe.
+Sharding (engine.data.sharding, Caffe's multi-solver Skip): `set_shard(rank, world)` (or the
+attributes `rank` and `world_size`, default 0 and 1). In the TRAIN phase rank r keeps only the
+records whose offset is r mod world, i.e. records r, r + world, r + 2*world, ... of the wrapping
+stream, so the ranks together read each record once per pass. In TEST every rank reads every
+record, as in Caffe. Changing the shard drops prefetched batches.
 
-Exact resume: `state_dict()` -> {"offset": int, "num_records": int}, the offset of the first
-record of the next batch forward will return (not the prefetching reader's position);
-`load_state_dict(d)` drops prefetched batches and moves the cursor back to that record, so the
-next batch is the one the saved run would have read (the
-random draws of mirror and crop come from engine.rng, whose state the solver saves).
+Exact resume: `state_dict()` -> {"offset": int, "num_records": int, "shard_rank": int,
+"shard_world": int}, the offset of the first record of the next batch forward will return (not
+the prefetching reader's position) and the shard it was read for; `load_state_dict(d)` refuses a
+state of another world size, drops prefetched batches and moves the cursor back to that record,
+so the next batch is the one the saved run would have read (the random draws of mirror and crop
+come from engine.rng's main stream, whose state the solver saves).
 """
 import logging
 import os
@@ -61,6 +64,7 @@ import numpy as np
 
 from .. import crema_pb2, rng
 from ..data.lmdb_io import decode_image
+from ..data.sharding import ShardedReader, check_shard
 from ..errors import CremaError, LayerError
 from ..layer import Layer, TEST
 from ..registry import register_layer
@@ -94,6 +98,11 @@ def numpy_transform(x, out, h_off, w_off, flip, mean_image=None, mean_values=Non
 class DatumTransformer:
     """Caffe's DataTransformer for a batch. `draw(n, h, w)` takes the per-image random draws
     (mirror flags, then crop offsets) from engine.rng; `apply(x, out, draws)` writes the result.
+
+    The draws come from the main stream, which differs per rank, not from the data stream: they
+    do not decide which records a rank reads, and each rank reads other records anyway, so tying
+    them across ranks would only make rank r's k-th image share rank 0's crop and flip. Rank 0
+    keeps the single-process sequence.
 
     `mean` is None, a (C, H, W) float32 image or a (C,) / (1,) float32 vector."""
 
@@ -163,7 +172,7 @@ def _stop_thread(stop, thread):
 
 
 @register_layer("Data")
-class DataLayer(Layer):
+class DataLayer(ShardedReader, Layer):
     """Caffe's DataLayer: LMDB Datum records -> data (N, C, H, W) [+ label (N,)]. The proto
     params, transformation, rank striding and resume are described in the module docstring."""
     exact_num_bottom = 0
@@ -172,7 +181,6 @@ class DataLayer(Layer):
 
     def __init__(self, param, phase=0):
         super().__init__(param, phase)
-        self.rank, self.world_size = 0, 1
         self.offset = 0
         self.consumer_offset = 0  # offset of the first record of the next batch forward returns
         self._reader = None
@@ -197,7 +205,7 @@ class DataLayer(Layer):
                               "is ignored; use transform_param", stacklevel=2)
         self._setup_transform()
         if p.rand_skip:
-            skip = int(rng.generator().integers(int(p.rand_skip)))
+            skip = int(rng.data_generator().integers(int(p.rand_skip)))
             _log.info("Data layer '%s': skipping the first %d records", self.name, skip)
             for _ in range(skip):
                 self._next()
@@ -308,10 +316,7 @@ class DataLayer(Layer):
 
     def _read_values(self):
         reader, n = self._reader, self.batch_size
-        ws, rank = int(self.world_size), int(self.rank)
-        if ws < 1 or not 0 <= rank < ws:
-            raise self.error(f"rank {rank} is not in [0, world_size {ws})")
-        stride = ws > 1 and self.phase != TEST
+        rank, ws, stride = self._reading_shard()
         values, indices = [], []
         for _ in range(n):
             if stride:
@@ -397,9 +402,7 @@ class DataLayer(Layer):
     def _next_batch(self):
         if self.prefetch <= 0:
             return self._read_batch()
-        ws, rank = int(self.world_size), int(self.rank)
-        if ws < 1 or not 0 <= rank < ws:
-            raise self.error(f"rank {rank} is not in [0, world_size {ws})")
+        rank, ws, _ = self._reading_shard()
         if self._thread is not None and self._striding != (rank, ws):
             self.stop_prefetch()  # rank or world_size changed: read again from the consumer
         if self._thread is None:
@@ -429,11 +432,25 @@ class DataLayer(Layer):
             top[1].reshape((self.batch_size,))
             top[1].data[...] = labels
 
+    @property
+    def draws_from_data_stream(self):
+        return self.param.data_param.rand_skip > 0
+
+    def set_shard(self, rank, world):
+        """Read rank `rank`'s share of the records in a world of `world` ranks (TRAIN only).
+        Batches the reader thread prefetched for another shard are dropped: the next forward
+        reads again from the first record not yet returned."""
+        rank, world = check_shard(rank, world, self.error)
+        self.stop_prefetch()  # first, so that the reader thread never sees the new shard
+        self.rank, self.world_size = rank, world
+
     # -- exact resume ---------------------------------------------------------------------
     def state_dict(self):
-        return {"offset": int(self.consumer_offset), "num_records": len(self._reader)}
+        return {"offset": int(self.consumer_offset), "num_records": len(self._reader),
+                **self._shard_state()}
 
     def load_state_dict(self, state):
+        self._check_shard_state(state)
         offset = int(state["offset"])
         n = len(self._reader)
         saved = state.get("num_records")

@@ -18,6 +18,11 @@ can import its neighbours later), and returns an instance of the class named by 
 which must subclass engine.Layer. Before setup the instance has, as in pycaffe: `param_str`,
 `phase`, `type` == "Python", and `blobs`, a list with pycaffe's `add_blob(*shape)`.
 python_param.share_in_parallel is accepted and has no effect (crema runs one process per solver).
+
+A user layer that reads a record stream takes its rank's share by defining `set_shard(rank,
+world)`: as the factory returns the user's object itself, `Net.set_data_shard` (engine.data.
+sharding) finds the method and calls it, after checking the arguments with the layer's error.
+Shuffles that must agree across ranks draw from `engine.rng.data_generator()`.
 """
 import importlib
 import os

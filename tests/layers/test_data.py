@@ -427,3 +427,27 @@ def test_hdf5data_state_dict_resumes_on_the_next_row(tmp_path):
     for want in expected:
         fresh.forward([], top2)
         np.testing.assert_array_equal(top2[0].data, want)
+
+
+def test_solver_resume_with_hdf5_shuffle_is_bit_identical(tmp_path, monkeypatch):
+    """The snapshot sidecar carries the layer's own shuffling generator (a JSON string) and both
+    random streams, so a resumed run reads the same rows and draws the same dropout masks."""
+    g = np.random.default_rng(0)
+    for k, n in enumerate((7, 5)):
+        _h5(tmp_path / f"p{k}.h5", data=g.standard_normal((n, 4)).astype(np.float32),
+            label=g.integers(0, 3, n).astype(np.float32))
+    (tmp_path / "list.txt").write_text("p0.h5\np1.h5\n")
+    monkeypatch.chdir(tmp_path)
+    net = ('layer { name: "d" type: "HDF5Data" top: "data" top: "label" hdf5_data_param { '
+           'source: "list.txt" batch_size: 5 shuffle: true } } '
+           'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param '
+           '{ num_output: 3 weight_filler { type: "gaussian" std: 0.1 } } } '
+           'layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" } '
+           'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }')
+    solver = ('base_lr: 0.1 lr_policy: "fixed" max_iter: 8 display: 0 snapshot: 3 '
+              f'snapshot_prefix: "{tmp_path}/s" random_seed: 5 net_param {{ {net} }}')
+    engine.get_solver(solver).solve()
+    full = (tmp_path / "s_iter_8.caffemodel").read_bytes()
+    (tmp_path / "s_iter_8.caffemodel").unlink()
+    engine.get_solver(solver).solve(str(tmp_path / "s_iter_3.solverstate"))
+    assert (tmp_path / "s_iter_8.caffemodel").read_bytes() == full
