@@ -38,6 +38,7 @@ commands:
   draw            net prototxt -> graph drawing (.dot; .svg, .png, ... need Graphviz 'dot')
   convert         MNIST, numpy arrays or image folders -> LMDB or HDF5
   compute_mean    mean image of a database -> BlobProto (.binaryproto)
+  scale           simulate hybrid training at cluster scale (crema scale --help)
   help            show this help
 """
 
@@ -45,6 +46,8 @@ USAGE_EXAMPLES = """
 examples:
   crema train -solver solver.prototxt [-weights a.caffemodel[,b.caffemodel]]
   crema train -solver solver.prototxt -snapshot net_iter_1000.solverstate
+  mpiexec -n 5 crema train -solver solver.prototxt -groups 2 -servers 1
+  crema scale -compare -nodes 128
   crema test -model train_val.prototxt -weights net.caffemodel -iterations 100
   crema time -model train_val.prototxt -iterations 10
   crema parse_log train.log OUT_DIR
@@ -757,7 +760,16 @@ def _version():
     return __version__
 
 
+# Commands with their own argparse parsers (their flags are not Caffe's gflags).
+SUBPROGRAMS = {
+    "scale": "engine.scale.cli",
+}
+
+
 def run(argv):
+    if argv and argv[0] in SUBPROGRAMS:
+        import importlib
+        return importlib.import_module(SUBPROGRAMS[argv[0]]).main(argv[1:])
     command, positionals, flags, extras = parse_args(argv)
     if "version" in extras:
         print(f"crema {_version()}")

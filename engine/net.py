@@ -584,15 +584,7 @@ class Net:
         """Give every data layer its shard of the record stream (Caffe's multi-process rule: in
         TRAIN record i goes to rank i mod world; TEST nets read everything). Returns the names
         of the layers that took it."""
-        try:
-            from .data.sharding import set_data_shard
-        except ImportError:  # TEMPORARY until engine/data/sharding.py lands
-            names = []
-            for layer in self.layers:
-                if hasattr(layer, "world_size"):
-                    layer.rank, layer.world_size = rank, world
-                    names.append(layer.name)
-            return names
+        from .data.sharding import set_data_shard
         return set_data_shard(self, rank, world)
 
     def set_input_arrays(self, data, labels):

@@ -16,7 +16,11 @@ Every worker rank builds the same Solver from the same solver file; ParallelHook
   on_snapshot        only rank 0 writes; with servers it first fetches the master weights and
                      history; in a synchronous group it gathers every rank's data position
 Server ranks never build a net: they run ParameterServer.run() (engine/parallel/server.py).
+
+For experiments, CREMA_EMULATE_STRAGGLER="RANK:FACTOR" makes worker RANK a straggler: after its
+forward/backward it sleeps (FACTOR - 1) times the compute time it just took (bench/parallel.py).
 """
+import os
 import logging
 import time
 
@@ -69,6 +73,7 @@ class ParallelHooks(SolverHooks):
         self.t_compute = self.t_reduce = self.t_server = self.t_bcast = 0.0
         self.t_start = None
         self._t_iter = None
+        self.straggle = _straggler_factor(topo.rank)
 
     # -- start ---------------------------------------------------------------------------
     def on_init(self, solver):
@@ -99,6 +104,9 @@ class ParallelHooks(SolverHooks):
 
     def on_gradients_ready(self, solver):
         t0 = time.perf_counter()
+        if self.straggle > 1:
+            time.sleep((self.straggle - 1) * (t0 - self._t_iter))
+            t0 = time.perf_counter()
         self.t_compute += t0 - self._t_iter
         if self.watchdog is not None:
             self.watchdog.beat(solver.iter, self.watchdog.COMMUNICATE)
@@ -115,16 +123,15 @@ class ParallelHooks(SolverHooks):
             self.timeline.span("reduce", t0, t1, iter=solver.iter)
 
     def _group_combine(self, loss, code):
-        """(group-mean loss, OR of the action codes) in one small allreduce."""
+        """(group-mean loss, action flags: 1 snapshot, 2 stop) in one small allreduce: the
+        ranks that asked for each action are counted, so any rank's request counts."""
         from mpi4py import MPI
         comm = self.topo.group_comm
-        buf = np.array([float(loss), 1 << code if code else 0], np.float64)
+        buf = np.array([float(loss), code == 1, code == 2], np.float64)
         if comm.Get_size() > 1:
             comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         mean = np.float32(buf[0] / comm.Get_size())
-        present = int(buf[1])
-        flags = (1 if present & 2 else 0) | (2 if present & 4 else 0)
-        return mean, flags
+        return mean, (1 if buf[1] else 0) | (2 if buf[2] else 0)
 
     # -- update ----------------------------------------------------------------------------
     def apply_update(self, solver):
@@ -217,6 +224,18 @@ class ParallelHooks(SolverHooks):
                 "server_rtt": self.t_server, "broadcast": self.t_bcast,
                 "reduce_wait": self.reducer.wait_seconds,
                 "staleness": list(self.link.staleness) if self.link is not None else []}
+
+
+def _straggler_factor(rank):
+    spec = os.environ.get("CREMA_EMULATE_STRAGGLER", "")
+    if not spec:
+        return 1.0
+    try:
+        who, factor = spec.split(":")
+        return float(factor) if int(who) == rank else 1.0
+    except ValueError:
+        raise ValueError(f"CREMA_EMULATE_STRAGGLER={spec!r}: expected RANK:FACTOR, e.g. 1:2") \
+            from None
 
 
 def broadcast_state(comm, data, history_buffers):

@@ -79,6 +79,12 @@ def train_parallel(make_solver, *, groups=1, servers=0, bucket_mb=25.0, first_bu
                 watchdog.finished()  # a server waits by design; its groups' progress is watched
             server_stats = run_server(comm, topo)
         else:
+            # one seed for every rank's data stream even when the solver sets none (a shuffled
+            # order must be the same everywhere for record striding to partition the records)
+            shared_seed = topo.workers_comm.bcast(
+                int(np.random.SeedSequence().entropy % (1 << 31))
+                                     if topo.is_root else None, root=0)
+            rng.set_random_seed(shared_seed, rank=topo.rank)
             solver = make_solver()
             solver.data_rank = topo.rank
             solver.net.set_data_shard(topo.rank, topo.workers)

@@ -51,6 +51,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from .. import crema_pb2, rng
+from ..data.sharding import ShardMismatchError
 from ..errors import SolverError
 from ..layer import TRAIN, TEST
 from ..net import Net
@@ -722,7 +723,13 @@ class Solver(abc.ABC):
                     state[key] = np.array(arrays[item["array"]])
                 else:
                     state[key] = item["value"]
-            load(state)
+            try:
+                load(state)
+            except ShardMismatchError as exc:
+                # a snapshot of a job with another number of ranks (a hybrid run continued in
+                # one process, or back): its positions stride the stream differently
+                self.log.warning("%s: %s; this run reads layer '%s' from the start of its "
+                                 "stream instead", where, exc, name)
         window = manifest.get("loss_window")
         if window and window.get("average_loss") == self.param.average_loss:
             self._pending_window = (window["losses"], window["smoothed"], window["origin"])

@@ -192,3 +192,35 @@ def test_synchronous_resume_is_exact_per_rank(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_same_weights(read_weights(straight / "snap_iter_8.caffemodel"),
                          read_weights(resumed / "snap_iter_8.caffemodel"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("ranks,layout", [(2, []), (3, ["-groups", "2", "-servers", "1"])])
+def test_sigint_stops_every_rank_with_a_snapshot(tmp_path, ranks, layout):
+    """Ctrl-C on mpiexec reaches every rank; the ranks agree on the iteration to stop at (sync)
+    or each group stops and tells the servers (hybrid); rank 0 writes the final snapshot."""
+    import os
+    import signal
+    import subprocess
+    from tests.parallel.mpi_helpers import MPIEXEC, crema_command
+    write_dataset(tmp_path, n=240)
+    write_solver(tmp_path, RANK_BATCH, 10 ** 7, lr=0.01)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([MPIEXEC, "-n", str(ranks),
+                             *crema_command("train", "-solver", "solver.prototxt", *layout)],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # wait until training runs
+            lines.append(line)
+            if re.search(r"Iteration [1-9]\d* \(", line):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the job did not stop after SIGINT")
+    err = "".join(lines) + rest
+    assert proc.returncode == 0, err[-3000:]
+    assert err.count("Optimization stopped early.") == 1
+    assert list(tmp_path.glob("snap_iter_*.caffemodel"))
