@@ -81,9 +81,8 @@ def train_parallel(make_solver, *, groups=1, servers=0, bucket_mb=25.0, first_bu
         else:
             # one seed for every rank's data stream even when the solver sets none (a shuffled
             # order must be the same everywhere for record striding to partition the records)
-            shared_seed = topo.workers_comm.bcast(
-                int(np.random.SeedSequence().entropy % (1 << 31))
-                                     if topo.is_root else None, root=0)
+            seed = int(np.random.SeedSequence().entropy % (1 << 31)) if topo.is_root else None
+            shared_seed = topo.workers_comm.bcast(seed, root=0)
             rng.set_random_seed(shared_seed, rank=topo.rank)
             solver = make_solver()
             solver.data_rank = topo.rank

@@ -224,3 +224,37 @@ def test_sigint_stops_every_rank_with_a_snapshot(tmp_path, ranks, layout):
     assert proc.returncode == 0, err[-3000:]
     assert err.count("Optimization stopped early.") == 1
     assert list(tmp_path.glob("snap_iter_*.caffemodel"))
+
+
+def _staleness(stderr):
+    m = re.search(r"staleness over (\d+) server updates: mean (\S+), max (\d+)", stderr)
+    assert m, stderr[-3000:]
+    return float(m.group(2)), int(m.group(3))
+
+
+def test_max_staleness_bounds_a_straggling_group(tmp_path):
+    """Group 1 (rank 1) runs 4x slower: unbounded, its gradients land several updates late;
+    with -max_staleness 0 the groups move in lockstep and no gradient is more than G-1 = 1
+    update late. Per-rank logs go to -log_dir."""
+    write_dataset(tmp_path, n=240)
+    write_solver(tmp_path, RANK_BATCH, 30)
+    slow = {"CREMA_EMULATE_STRAGGLER": "1:4"}
+    free = run_mpi(3, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1"],
+                   cwd=tmp_path, env=slow)
+    assert free.returncode == 0, free.stderr[-3000:]
+    bound = run_mpi(3, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1",
+                        "-max_staleness", "0", "-log_dir", "logs"], cwd=tmp_path, env=slow)
+    assert bound.returncode == 0, bound.stderr[-3000:]
+    _, free_max = _staleness(free.stderr)
+    _, bound_max = _staleness(bound.stderr)
+    assert free_max >= 2 and bound_max <= 1
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert logs == ["crema.rank0.log", "crema.rank1.log", "crema.rank2.log"]
+    assert "Solving" in (tmp_path / "logs" / "crema.rank1.log").read_text()
+
+
+def test_momentum_correction_lowers_the_servers_momentum():
+    from engine.parallel.server import corrected_momentum
+    assert corrected_momentum(0.9, 1) == pytest.approx(0.9)
+    assert corrected_momentum(0.9, 2) == pytest.approx(0.4)
+    assert corrected_momentum(0.9, 10) == 0.0
