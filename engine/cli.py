@@ -433,8 +433,10 @@ def parallel_settings(flags, param):
     p = param.parallel
     asked = bool({"groups", "servers"} & flags.given) or param.HasField("parallel")
     world = mpi_world_size_from_env()
-    if world == 1 and not asked:
-        return None
+    if world is None and not asked:
+        return None  # a plain run; under mpiexec (even -n 1) the parallel trainer runs
+    launched = world is not None
+    world = world or 1
 
     def number(name, default):
         try:
@@ -463,7 +465,7 @@ def parallel_settings(flags, param):
     settings["timeline_path"] = settings.pop("timeline")
     # refuse an impossible layout before any MPI work (every rank computes the same answer)
     check_layout(world, settings["groups"], settings["servers"])
-    if world == 1 and settings["groups"] == 1 and settings["servers"] == 0:
+    if not launched and settings["groups"] == 1 and settings["servers"] == 0:
         return None
     return settings
 

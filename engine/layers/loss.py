@@ -49,6 +49,21 @@ def _normalizer(mode, outer, inner, valid_count):
     return max(1.0, float(n))
 
 
+def _weighted_normalizer(mode, outer, valid_weight, total_weight):
+    """The normalizer with per-sample weights: weight sums take the place of counts."""
+    if mode == _Norm.FULL:
+        n = total_weight
+    elif mode == _Norm.VALID:
+        n = valid_weight
+    elif mode == _Norm.BATCH_SIZE:
+        n = outer
+    elif mode == _Norm.NONE:
+        n = 1.0
+    else:
+        raise ValueError(f"unknown normalization mode {mode}")
+    return float(n) if n > 0 else 1.0
+
+
 class _LossLayer(Layer):
     """Caffe's LossLayer: two bottoms (predictions, labels/targets), one scalar top."""
     is_loss = True
@@ -117,10 +132,22 @@ class SoftmaxWithLossLayer(_LossLayer):
     loss = -sum_{valid} log(max(p[label], FLT_MIN)) / normalizer, where the normalizer is
     FULL: outer*inner, VALID: the number of non-ignored labels, BATCH_SIZE: outer, NONE: 1, and
     never below 1.
+
+    crema extension (Caffe has no per-sample weights): an optional bottom[2] of outer*inner
+    non-negative weights w (e.g. physics cross-section weights). Then
+    loss = -sum_{valid} w log(max(p[label], FLT_MIN)) / normalizer with the counts replaced by
+    weight sums - FULL: sum of all w, VALID: sum of the valid w (the weighted mean loss),
+    BATCH_SIZE: outer, NONE: 1 - and a zero weight sum normalizes by 1. No gradient reaches w.
     """
+    exact_num_bottom = None
+    min_bottom = 2
+    max_bottom = 3
     exact_num_top = None
     min_top = 1
     max_top = 2
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
 
     def setup(self, bottom, top):
         lp = self.param.loss_param
@@ -137,6 +164,10 @@ class SoftmaxWithLossLayer(_LossLayer):
                 f"{bottom[0].shape} with softmax axis {self.param.softmax_param.axis} needs "
                 f"{self._outer * self._inner} labels, bottom[1] shape {bottom[1].shape} has "
                 f"{bottom[1].count}")
+        if len(bottom) > 2 and bottom[2].count != bottom[1].count:
+            raise self.error(f"bottom[2] (sample weights, shape {bottom[2].shape}) needs one "
+                             f"weight per label: {bottom[1].count} (bottom[1] shape "
+                             f"{bottom[1].shape})")
         if len(top) > 1:
             top[1].reshape(bottom[0].shape)
 
@@ -148,20 +179,32 @@ class SoftmaxWithLossLayer(_LossLayer):
         self._valid = valid.reshape(self._outer, 1, self._inner)
         picked = np.take_along_axis(self._prob, self._label3, axis=1)
         logs = np.log(np.maximum(picked, FLT_MIN))
-        loss = -np.sum(logs[self._valid])
-        self._norm = _normalizer(self._mode, self._outer, self._inner, int(valid.sum()))
+        if len(bottom) > 2:
+            w = bottom[2].data.reshape(self._outer, 1, self._inner)
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise self.error("bottom[2] (sample weights) must be finite and non-negative")
+            self._weight = w * self._valid
+            loss = -np.sum(logs * self._weight)
+            self._norm = _weighted_normalizer(self._mode, self._outer, float(self._weight.sum()),
+                                              float(w.sum()))
+        else:
+            self._weight = None
+            loss = -np.sum(logs[self._valid])
+            self._norm = _normalizer(self._mode, self._outer, self._inner, int(valid.sum()))
         top[0].data[...] = loss / self._norm
         if len(top) > 1:
             top[1].data.reshape(dims)[...] = self._prob
 
     def backward(self, top, propagate_down, bottom):
         self._no_label_backward(propagate_down)
+        self._no_label_backward(propagate_down, (2,), "sample weight")
         if not propagate_down[0]:
             return
         grad = self._prob.copy()
         at_label = np.take_along_axis(grad, self._label3, axis=1) - 1
         np.put_along_axis(grad, self._label3, at_label, axis=1)
-        grad *= self._valid  # ignored positions get no gradient at all
+        # ignored positions get no gradient at all; weighted samples their weight's share
+        grad *= self._valid if self._weight is None else self._weight
         grad *= self._loss_weight(top) / self._norm
         bottom[0].diff.reshape(grad.shape)[...] = grad
 

@@ -23,7 +23,7 @@ log = logging.getLogger("crema")
 
 def mpi_world_size_from_env():
     """The world size a launcher announced in the environment (MPICH/Hydra, Open MPI, Slurm's
-    PMI/PMIx), without importing MPI; 1 when not launched by one."""
+    PMI/PMIx), without importing MPI; None when not launched by one."""
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
         value = os.environ.get(name)
         if value and value.isdigit():
@@ -31,7 +31,7 @@ def mpi_world_size_from_env():
     if os.environ.get("SLURM_NTASKS", "").isdigit() and "SLURM_STEP_ID" in os.environ \
             and ("PMI_RANK" in os.environ or "PMIX_RANK" in os.environ):
         return int(os.environ["SLURM_NTASKS"])
-    return 1
+    return None
 
 
 def _configure_logging(topo, log_dir):

@@ -586,3 +586,44 @@ def test_loss_layers_registered_with_scalar_tops():
     _, top = run_forward(layer, [np.ones((2, 2)), np.zeros((2, 2))], dtype=np.float32)
     assert top[0].shape == () and top[0].count == 1 and top[0].data.dtype == np.float32
     assert float(top[0].data) == pytest.approx(1.0)
+
+
+# SoftmaxWithLoss with per-sample weights (crema extension: bottom[2])
+def _weighted_reference(x, labels, w, mode):
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    nll = -np.log(p[np.arange(len(labels)), labels.astype(int)])
+    norm = {"VALID": w.sum(), "FULL": w.sum(), "BATCH_SIZE": len(labels), "NONE": 1.0}[mode]
+    return float((w * nll).sum() / norm)
+
+
+@pytest.mark.parametrize("mode", ["VALID", "FULL", "BATCH_SIZE", "NONE"])
+def test_softmax_loss_sample_weights(mode):
+    r = rng(11)
+    x = r.standard_normal((5, 2))
+    labels = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    w = np.array([0.5, 2.0, 0.0, 1.5, 0.25])
+    text = f'type: "SoftmaxWithLoss" loss_param {{ normalization: {mode} }}'
+    _, top = run_forward(layer_from_text(text), [x, labels, w])
+    assert float(top[0].data) == pytest.approx(_weighted_reference(x, labels, w, mode), rel=1e-10)
+    check_gradient(text, [x, labels, w], check_bottom=[0])
+
+
+def test_softmax_loss_integer_weights_equal_repeated_samples():
+    r = rng(12)
+    x = r.standard_normal((3, 3))
+    labels = np.array([2.0, 0.0, 1.0])
+    _, weighted = run_forward(layer_from_text('type: "SoftmaxWithLoss"'),
+                              [x, labels, np.array([2.0, 1.0, 3.0])])
+    reps = [0, 0, 1, 2, 2, 2]
+    _, repeated = run_forward(layer_from_text('type: "SoftmaxWithLoss"'), [x[reps], labels[reps]])
+    assert float(weighted[0].data) == pytest.approx(float(repeated[0].data), rel=1e-12)
+
+
+def test_softmax_loss_sample_weights_refused_when_bad():
+    x = np.zeros((2, 2))
+    with pytest.raises(LayerError, match="one weight per label"):
+        run_forward(layer_from_text('type: "SoftmaxWithLoss"'), [x, np.zeros(2), np.ones(3)])
+    with pytest.raises(LayerError, match="finite and non-negative"):
+        run_forward(layer_from_text('type: "SoftmaxWithLoss"'),
+                    [x, np.zeros(2), np.array([1.0, -1.0])])
