@@ -39,6 +39,8 @@ commands:
   convert         MNIST, numpy arrays or image folders -> LMDB or HDF5
   compute_mean    mean image of a database -> BlobProto (.binaryproto)
   scale           simulate hybrid training at cluster scale (crema scale --help)
+  data            generate a data set: crema data hep|climate --help
+  demo            a science workload end to end: crema demo hep|climate
   help            show this help
 """
 
@@ -762,16 +764,30 @@ def _version():
     return __version__
 
 
-# Commands with their own argparse parsers (their flags are not Caffe's gflags).
+# Commands with their own argparse parsers (their flags are not Caffe's gflags): a module with
+# main(argv), or {subcommand: module}.
 SUBPROGRAMS = {
     "scale": "engine.scale.cli",
+    "data": {"hep": "engine.data.hep.cli", "climate": "engine.data.climate.cli"},
+    "demo": {"hep": "engine.apps.hep", "climate": "engine.apps.climate"},
 }
+
+
+def _subprogram(argv):
+    import importlib
+    target = SUBPROGRAMS[argv[0]]
+    rest = argv[1:]
+    if isinstance(target, dict):
+        if not rest or rest[0] not in target:
+            raise UsageError(f"'crema {argv[0]}' needs one of: {', '.join(target)} (e.g. "
+                             f"crema {argv[0]} {next(iter(target))} --help)")
+        target, rest = target[rest[0]], rest[1:]
+    return importlib.import_module(target).main(rest)
 
 
 def run(argv):
     if argv and argv[0] in SUBPROGRAMS:
-        import importlib
-        return importlib.import_module(SUBPROGRAMS[argv[0]]).main(argv[1:])
+        return _subprogram(argv)
     command, positionals, flags, extras = parse_args(argv)
     if "version" in extras:
         print(f"crema {_version()}")
