@@ -74,7 +74,8 @@ def build_parser(prog="crema data hep"):
     return p
 
 
-def _report(paths, out=sys.stdout):
+def _report(paths, out=None):
+    out = out or sys.stdout
     with open(paths["meta"]) as fh:
         meta = json.load(fh)
     t = meta["timing"]
