@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import kernels
 from ..solvers import SolverHooks, solver_class
+from .progress import wait_all
 from .server import FINAL, ParameterServer, ServerLink
 from .sync import GroupReducer
 
@@ -129,7 +130,7 @@ class ParallelHooks(SolverHooks):
         comm = self.topo.group_comm
         buf = np.array([float(loss), code == 1, code == 2], np.float64)
         if comm.Get_size() > 1:
-            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            wait_all([comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)])
         mean = np.float32(buf[0] / comm.Get_size())
         return mean, (1 if buf[1] else 0) | (2 if buf[2] else 0)
 
@@ -147,8 +148,7 @@ class ParallelHooks(SolverHooks):
         t1 = time.perf_counter()
         group = self.topo.group_comm
         if group.Get_size() > 1:
-            group.Bcast(header, root=0)
-            group.Bcast(solver.net.arena.data, root=0)
+            wait_all([group.Ibcast(header, root=0), group.Ibcast(solver.net.arena.data, root=0)])
         t2 = time.perf_counter()
         self.t_server += t1 - t0
         self.t_bcast += t2 - t1
@@ -162,7 +162,7 @@ class ParallelHooks(SolverHooks):
         return True
 
     def after_update(self, solver):
-        self.samples += self.batch_size() * self.topo.group_size
+        self.samples += self.batch_size()  # this rank's own samples; rank 0 sums all ranks
         if self.timeline is not None and self._t_iter is not None:
             self.timeline.span("iteration", self._t_iter, time.perf_counter(), iter=solver.iter)
 

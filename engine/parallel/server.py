@@ -38,6 +38,7 @@ import numpy as np
 
 from ..arena import ArenaLayout
 from ..solvers.lr_policy import learning_rate
+from .progress import wait_all, wait_any
 
 TAG_HEADER, TAG_GRAD, TAG_REPLY, TAG_WEIGHTS, TAG_HISTORY = 2101, 2102, 2103, 2104, 2105
 GRAD, STATE, FINAL = 1, 2, 3
@@ -89,11 +90,11 @@ class ParameterServer:
         pending = {r: self.comm.Irecv(headers[r], source=r, tag=TAG_HEADER) for r in roots}
         while pending:
             ranks = list(pending)
-            index = MPI.Request.Waitany([pending[r] for r in ranks])
+            index = wait_any([pending[r] for r in ranks])
             root = ranks[index]
             kind, version_read = (int(v) for v in headers[root])
             if kind == GRAD:
-                self.comm.Recv(grads[root], source=root, tag=TAG_GRAD)
+                wait_all([self.comm.Irecv(grads[root], source=root, tag=TAG_GRAD)])
                 # the root waits for our reply before it sends again: the buffer stays ours
                 self.requests.put((GRAD, root, version_read, grads[root]))
             else:
@@ -162,14 +163,14 @@ class ParameterServer:
 
     def _reply(self, root, staleness):
         stop = int(self.version >= self.max_iter)
-        self.comm.Send(np.array([self.version, stop, staleness], np.int64), dest=root,
-                       tag=TAG_REPLY)
-        self.comm.Send(self.data, dest=root, tag=TAG_WEIGHTS)
+        header = np.array([self.version, stop, staleness], np.int64)
+        wait_all([self.comm.Isend(header, dest=root, tag=TAG_REPLY),
+                  self.comm.Isend(self.data, dest=root, tag=TAG_WEIGHTS)])
 
     def _send_state(self, root):
         self._reply(root, -1)
         packed = np.concatenate(self.history) if self.history else np.zeros(0, np.float32)
-        self.comm.Send(packed, dest=root, tag=TAG_HISTORY)
+        wait_all([self.comm.Isend(packed, dest=root, tag=TAG_HISTORY)])
 
     def stats(self):
         return {"server": self.topo.server_index, "updates": len(self.staleness),
@@ -206,7 +207,7 @@ class ServerLink:
             reqs.append(self.comm.Isend(np.array([GRAD, self.versions[s]], np.int64), dest=dest,
                                         tag=TAG_HEADER))
             reqs.append(self.comm.Isend(diff[lo:hi], dest=dest, tag=TAG_GRAD))
-        MPI.Request.Waitall(reqs)
+        wait_all(reqs)
         stop = False
         for s, r in enumerate(replies):
             self.versions[s] = int(r[0])
@@ -233,7 +234,7 @@ class ServerLink:
         for s in range(len(self.slices)):
             reqs.append(self.comm.Isend(np.array([kind, self.versions[s]], np.int64),
                                         dest=self.topo.server_rank(s), tag=TAG_HEADER))
-        MPI.Request.Waitall(reqs)
+        wait_all(reqs)
         for s, (lo, hi) in enumerate(self.slices):
             n = hi - lo
             for k, h in enumerate(self.history_buffers):
@@ -247,4 +248,4 @@ class ServerLink:
         reqs = [self.comm.Isend(np.array([FINAL, self.versions[s]], np.int64),
                                 dest=self.topo.server_rank(s), tag=TAG_HEADER)
                 for s in range(len(self.slices))]
-        MPI.Request.Waitall(reqs)
+        wait_all(reqs)

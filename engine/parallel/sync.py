@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from .progress import wait_all
+
 
 def plan_buckets(arena, param_layers, first_bucket_bytes, bucket_bytes):
     """[(lo, hi, ready_layer)]: contiguous arena ranges in issue order, with the layer index
@@ -100,7 +102,7 @@ class GroupReducer:
             self.requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, self.diff[lo:hi],
                                                       op=self.MPI.SUM))
             self.next_bucket += 1
-        self.MPI.Request.Waitall(self.requests)
+        wait_all(self.requests)
         self.requests = []
         self.diff *= np.float32(1.0 / self.size)
         waited = time.perf_counter() - t0

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .. import rng
+from . import progress
 from .faults import Watchdog, activate
 from .hybrid import ParallelHooks, run_server
 from .timeline import Timeline
@@ -66,9 +67,13 @@ def train_parallel(make_solver, *, groups=1, servers=0, bucket_mb=25.0, first_bu
     else:
         from .. import set_num_threads
         set_num_threads(topo.local_threads())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wait_mode = progress.configure(topo.node_comm.Get_size(), cores or 1)
     if topo.is_root:
-        log.info("Parallel training: %s; %d thread(s) per rank", topo.describe(),
-                 topo.local_threads() if not threads else threads)
+        log.info("Parallel training: %s; %d thread(s) per rank; MPI waits %s", topo.describe(),
+                 topo.local_threads() if not threads else threads,
+                 "by polling with back-off (more ranks than cores)" if wait_mode == "poll"
+                 else "by spinning")
     watchdog = Watchdog(comm, timeout=stall_timeout, log=log) if stall_timeout > 0 else None
     timeline = Timeline(topo.rank) if timeline_path else None
     solver = hooks = None
