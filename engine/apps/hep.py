@@ -168,7 +168,7 @@ def cnn_scores(solver, images, batch=100):
 def evaluate(solver, paths, out_dir):
     import h5py
     from ..metrics import roc_curve, auc, tpr_at_fpr
-    with h5py.File(paths["files"]["test"], "r") as f:
+    with h5py.File(paths["files"]["test"], "r", locking=False) as f:  # as HDF5Data opens it
         images = np.asarray(f["data"], np.float32)
         labels = np.asarray(f["label"]).astype(int)
         weights = np.asarray(f["weight"], np.float64)
