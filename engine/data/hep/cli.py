@@ -21,7 +21,8 @@ def _floats(text):
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'") from None
 
 
 def build_parser(prog="crema data hep"):
@@ -83,13 +84,13 @@ def _report(paths, out=None):
     print(f"wrote {rows} events at image size(s) "
           + ", ".join(str(s) for s in meta["config"]["sizes"])
           + f" to {os.path.dirname(paths['meta'])}", file=out)
-    print(f"timing: {t['wall_s']:.1f} s wall, {t['accepted_per_s_per_process']:.2f} kept events/s "
-          f"and {t['generated_per_s_per_process']:.2f} generated events/s per process, "
-          f"{t['workers']} process(es)", file=out)
+    print(f"timing: {t['wall_s']:.1f} s wall with {t['workers']} process(es); per process "
+          f"(per CPU second) {t['accepted_per_s_per_process']:.2f} kept and "
+          f"{t['generated_per_s_per_process']:.2f} generated events/s", file=out)
     for name, p in meta["processes"].items():
         print(f"  {name:28s} sigma {p['sigma_pb']:.4g} pb, kept {p['n_accepted']} of "
               f"{p['n_generated']} ({100 * p['acceptance']:.1f} %), "
-              f"{p['generated_per_s']:.1f} generated/s", file=out)
+              f"{p['generated_per_s']:.1f} generated/s per process", file=out)
     for name, c in meta["classes"].items():
         eff = c["efficiency"]
         weff = c["weighted_efficiency"]

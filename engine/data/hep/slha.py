@@ -20,10 +20,11 @@ Two signal models:
     (m_gluino = 1400 GeV, m_neutralino = 850 GeV) used by the NERSC HEP-CNN data
     (sparticlesteve/atlasdl data/cross_sections.txt).
 
-Why MODSEL 4 (R-parity violation) is left at 0: Pythia then expects the full SLHA2 RPV mixing
-blocks (RVNMIX, RVUMIX, ..., with sneutrino-Higgs mixing it does not support), and with a DECAY
-table those couplings would not change anything we generate: the gluino and neutralino decays
-come from the table, and every other sparticle is too heavy to be produced. The RVLAMUDD block is
+Why MODSEL 4 (R-parity violation) is left at 0: with it Pythia expects the SLHA2 RPV mixing
+blocks (RVNMIX, RVUMIX, RVVMIX, RVHMIX, RVAMIX, RVLMIX, USQMIX, DSQMIX) and, given them, warns that
+it does not support slepton-Higgs mixing (tried with Pythia 8.317); and with a DECAY table those
+couplings would not change anything generated here: the gluino and neutralino decays come from
+the table, and every other sparticle is too heavy to be produced. The RVLAMUDD block is
 still written, for the record of which coupling the decay table stands for.
 """
 
@@ -135,10 +136,12 @@ def spectrum(model="direct", gluino_mass=GLUINO_MASS, neutralino_mass=NEUTRALINO
                 "    5.00000000e-01   3     2     1     3",
                 "    5.00000000e-01   3    -2    -1    -3"]
     else:
-        out += [f"DECAY {GLUINO}   {GLUINO_WIDTH: .8e}   # gluino -> q qbar chi0_1 (off-shell squarks)"]
+        out += [f"DECAY {GLUINO}   {GLUINO_WIDTH: .8e}   # gluino -> q qbar chi0_1 "
+                "(off-shell squarks)"]
         for q in (1, 2, 3, 4):
             out.append(f"    2.50000000e-01   3    {NEUTRALINO1}     {q}    {-q}")
-        out += [f"DECAY {NEUTRALINO1}   {NEUTRALINO_WIDTH: .8e}   # chi0_1 -> u d s via lambda''_112",
+        out += [f"DECAY {NEUTRALINO1}   {NEUTRALINO_WIDTH: .8e}   # chi0_1 -> u d s "
+                "via lambda''_112",
                 "    5.00000000e-01   3     2     1     3",
                 "    5.00000000e-01   3    -2    -1    -3"]
     return "\n".join(out) + "\n"

@@ -37,3 +37,39 @@ def test_tiny_run(tmp_path, capsys):
         assert d["data"].shape == (2, 3, size, size)
         assert sorted(d["label"]) == [0, 1]
         assert (out / str(size) / "test.txt").read_text().strip().endswith("test.h5")
+
+
+def test_mpi_ranks_write_the_same_files_as_one_process(tmp_path):
+    """Under mpirun -n 2 each rank generates every other block and rank 0 writes: the files equal
+    those of a single process with the same seed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    pytest.importorskip("pythia8mc", reason="pythia8mc (Pythia 8 Python bindings) is not "
+                                            "installed: pip install pythia8mc==8.317.2")
+    pytest.importorskip("fastjet", reason="fastjet is not installed: pip install fastjet")
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed")
+    bindir = os.path.dirname(sys.executable)
+    mpirun = shutil.which("mpirun", path=bindir + os.pathsep + os.environ.get("PATH", ""))
+    if mpirun is None:
+        pytest.skip("no mpirun on PATH or beside the Python interpreter")
+    args = ["--signal", "2", "--background", "2", "--size", "8", "--seed", "9",
+            "--block-size", "1", "--preselection", "none", "--pthat-slices", "400",
+            "--split", "train=0.5,test=0.5", "--quiet"]
+    proc = subprocess.run([mpirun, "-n", "2", sys.executable, "-m", "engine.data.hep",
+                           "--out", str(tmp_path / "mpi"), "--mpi", "on", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli.main(["--out", str(tmp_path / "one"), "--mpi", "off", *args]) == 0
+    meta = json.loads((tmp_path / "mpi" / "meta.json").read_text())
+    assert meta["timing"]["workers"] == 2
+    for split in ("train", "test"):
+        a = writer.read(tmp_path / "mpi" / "8" / f"{split}.h5")
+        b = writer.read(tmp_path / "one" / "8" / f"{split}.h5")
+        for k in a:
+            if k != "attrs":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{split}/{k}")

@@ -127,7 +127,8 @@ def fake_block(task, cfg):
             "images": {s: rng.uniform(0, 10, (n, 3, s, s)).astype(np.float32) for s in cfg.sizes},
             "columns": cols, "jets": np.zeros((n, 8, 4), np.float32),
             "n_generated": 3 * n + task.process.code, "sigma_pb": 10.0 ** (3 - task.process.code),
-            "sigma_err_pb": 1.0, "pileup_events": 0, "seconds": 0.5, "pid": os.getpid()}
+            "sigma_err_pb": 1.0, "pileup_events": 0, "seconds": 0.5, "cpu_seconds": 0.4,
+            "pid": os.getpid()}
 
 
 def test_generate_orchestration(tmp_path, monkeypatch):
