@@ -19,9 +19,7 @@ Submodules import Pythia, FastJet and h5py only when used, so ``import engine.da
 
 
 def generate(*args, **kwargs):
-    """See `engine.data.hep.pipeline.generate`."""
+    """Generate the data set and return its paths: see `engine.data.hep.pipeline.generate`
+    (imported on call, so that importing this package loads neither Pythia nor h5py)."""
     from .pipeline import generate as _generate
     return _generate(*args, **kwargs)
-
-
-generate.__doc__ = "See engine.data.hep.pipeline.generate (generates the data set, returns paths)."

@@ -334,7 +334,10 @@ def generate(out, n_signal, n_background, sizes=(64,), seed=0, workers=1, pileup
     split: {"train": 0.7, "val": 0.1, "test": 0.2} by default. normalize: divide each image
     channel by its training-split maximum (stored either way as the ``channel_max`` attribute).
     signal_xsec_pb: replace Pythia's LO gluino-pair cross section (e.g. by an NLO+NLL value).
-    mpi: "auto" (use MPI when launched under it with > 1 rank), "on" or "off".
+    mpi: "auto" (use MPI when launched under it with > 1 rank), "on" or "off"; under MPI every
+    rank must call generate() with the same arguments and every rank gets the paths.
+    workers > 1 starts spawned processes, which import the caller's main module: a script must
+    call generate() under ``if __name__ == "__main__":``.
     See the module docstring for blocks, splits, preselection and parallelism.
     """
     sizes = tuple(sorted({int(s) for s in sizes}))
