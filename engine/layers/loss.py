@@ -33,11 +33,13 @@ def _normalization_mode(loss_param, default):
     return default
 
 
-def _normalizer(mode, outer, inner, valid_count):
+def _normalizer(mode, outer, inner, valid_count, total=None):
     """Caffe's LossLayer get_normalizer, including its final max(1, n): a batch whose labels are
-    all ignored gives loss 0 rather than NaN."""
+    all ignored gives loss 0 rather than NaN. With per-sample weights, `valid_count` and `total`
+    are weight sums (FULL uses `total` instead of outer*inner) and only a zero sum becomes 1: a
+    weighted mean must not be floored at 1."""
     if mode == _Norm.FULL:
-        n = outer * inner
+        n = outer * inner if total is None else total
     elif mode == _Norm.VALID:
         n = valid_count
     elif mode == _Norm.BATCH_SIZE:
@@ -46,21 +48,8 @@ def _normalizer(mode, outer, inner, valid_count):
         n = 1
     else:
         raise ValueError(f"unknown normalization mode {mode}")
-    return max(1.0, float(n))
-
-
-def _weighted_normalizer(mode, outer, valid_weight, total_weight):
-    """The normalizer with per-sample weights: weight sums take the place of counts."""
-    if mode == _Norm.FULL:
-        n = total_weight
-    elif mode == _Norm.VALID:
-        n = valid_weight
-    elif mode == _Norm.BATCH_SIZE:
-        n = outer
-    elif mode == _Norm.NONE:
-        n = 1.0
-    else:
-        raise ValueError(f"unknown normalization mode {mode}")
+    if total is None:
+        return max(1.0, float(n))
     return float(n) if n > 0 else 1.0
 
 
@@ -185,8 +174,8 @@ class SoftmaxWithLossLayer(_LossLayer):
                 raise self.error("bottom[2] (sample weights) must be finite and non-negative")
             self._weight = w * self._valid
             loss = -np.sum(logs * self._weight)
-            self._norm = _weighted_normalizer(self._mode, self._outer, float(self._weight.sum()),
-                                              float(w.sum()))
+            self._norm = _normalizer(self._mode, self._outer, self._inner,
+                                     float(self._weight.sum()), total=float(w.sum()))
         else:
             self._weight = None
             loss = -np.sum(logs[self._valid])
