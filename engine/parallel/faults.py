@@ -95,9 +95,11 @@ class Watchdog:
                        if now - t > self.timeout and it != FINISHED}
             if stalled:
                 # the ranks that hold the others up are the ones furthest behind (still
-                # computing while the rest wait in a collective for them)
-                behind = min(stalled.values())
-                culprits = sorted(r for r, it in stalled.items() if it == behind)
+                # computing while the rest wait in a collective for them); heartbeats are
+                # sampled once a period, so the culprit need not be the first one noticed
+                active = {r: it for r, (it, _) in last.items() if it != FINISHED}
+                behind = min(active.values())
+                culprits = sorted(r for r, it in active.items() if it == behind)
                 where = "never reported" if behind < 0 else \
                     f"at iteration {behind // 2}" + (" (computing)" if behind % 2 == 0 else "")
                 message = (f"stall: rank(s) {', '.join(map(str, culprits))} made no progress "

@@ -172,6 +172,12 @@ def test_hybrid_snapshot_resumes_single_process_and_back(tmp_path):
     assert back.returncode == 0, back.stderr[-3000:]
     assert "Iteration 16" in back.stderr
     assert (tmp_path / "snap_iter_20.caffemodel").exists()
+    # and a hybrid run resumes from its own mid-run snapshot
+    mid = min(k for k in middle if 6 <= k < 12)
+    again = run_mpi(5, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1",
+                        "-snapshot", f"snap_iter_{mid}.solverstate"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Iteration {mid}" in again.stderr and "Optimization Done." in again.stderr
 
 
 def test_synchronous_resume_is_exact_per_rank(tmp_path):
