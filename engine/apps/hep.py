@@ -171,8 +171,10 @@ def cnn_scores(solver, images, batch=100):
     del prob.include[:]
     net = Net(deploy, TEST)
     net.share_with(solver.net)
+    from tqdm import tqdm
     out = np.empty(len(images), np.float32)
-    for start in range(0, len(images), batch):
+    for start in tqdm(range(0, len(images), batch), desc="evaluating", unit="batch",
+                      file=sys.stderr, dynamic_ncols=True):
         chunk = images[start:start + batch]
         data = np.zeros((batch,) + images.shape[1:], np.float32)
         data[:len(chunk)] = chunk
