@@ -16,6 +16,8 @@ from . import kernels, io
 from .kernels import set_num_threads, get_num_threads
 from .net import Net
 from .netspec import NetSpec, params, to_proto
+from .pycaffe import (Timer, has_nccl, init_log, log, set_multiprocess, set_solver_count,
+                      set_solver_rank, solver_count, solver_rank)
 from .solvers import (get_solver, Solver, SGDSolver, NesterovSolver, AdaGradSolver,
                       RMSPropSolver, AdaDeltaSolver, AdamSolver)
 

@@ -23,7 +23,7 @@ ShardMismatchError for another one).
 import operator
 import warnings
 
-from .. import rng
+from .. import pycaffe, rng
 from ..errors import CremaError, LayerError
 from ..layer import TEST
 
@@ -60,8 +60,24 @@ class ShardedReader:
     """Mixin for layers that read a record stream: attributes `rank` and `world_size` (also set
     by hand by older code; checked when reading), `set_shard`, `shard`, and the state_dict keys
     that record the shard a reading position belongs to. Put it before Layer in the bases."""
-    rank = 0
-    world_size = 1
+
+    # Until set_shard (or an assignment) gives one, a layer reads the shard of pycaffe's
+    # solver_rank / solver_count (1 and 0 in a plain process; the MPI trainer sets them).
+    @property
+    def rank(self):
+        return self.__dict__.get("_shard_rank", pycaffe.solver_rank())
+
+    @rank.setter
+    def rank(self, value):
+        self.__dict__["_shard_rank"] = value
+
+    @property
+    def world_size(self):
+        return self.__dict__.get("_shard_world", pycaffe.solver_count())
+
+    @world_size.setter
+    def world_size(self, value):
+        self.__dict__["_shard_world"] = value
 
     def set_shard(self, rank, world):
         """Read rank `rank`'s share of the stream in a job of `world` ranks (TRAIN phase only;

@@ -89,6 +89,9 @@ def train_parallel(make_solver, *, groups=1, servers=0, bucket_mb=25.0, first_bu
             seed = int(np.random.SeedSequence().entropy % (1 << 31)) if topo.is_root else None
             shared_seed = topo.workers_comm.bcast(seed, root=0)
             rng.set_random_seed(shared_seed, rank=topo.rank)
+            from ..pycaffe import set_solver_count, set_solver_rank
+            set_solver_count(topo.workers)
+            set_solver_rank(topo.rank)
             solver = make_solver()
             solver.data_rank = topo.rank
             solver.net.set_data_shard(topo.rank, topo.workers)

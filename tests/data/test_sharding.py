@@ -514,3 +514,41 @@ def test_set_data_shard_warns_when_the_data_stream_was_never_seeded(tmp_path, mo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         set_data_shard(net, 0, 2)
+
+
+def test_layers_without_a_shard_follow_pycaffes_solver_count_and_rank():
+    import engine
+    assert engine.solver_count() == 1 and engine.solver_rank() == 0 and not engine.has_nccl()
+    from engine.layers.data import MemoryDataLayer
+    from engine import crema_pb2
+    lp = crema_pb2.LayerParameter(name="m", type="MemoryData")
+    lp.memory_data_param.batch_size = 2
+    m = MemoryDataLayer(lp, engine.TRAIN)
+    assert m.shard == (0, 1)
+    try:
+        engine.set_solver_count(4)
+        engine.set_solver_rank(3)
+        assert m.shard == (3, 4)
+        m.set_shard(1, 2)  # an explicit shard wins
+        assert m.shard == (1, 2)
+        with pytest.raises(ValueError):
+            engine.set_solver_rank(4)
+    finally:
+        engine.set_solver_rank(0)
+        engine.set_solver_count(1)
+
+
+def test_pycaffe_timer_and_log(caplog):
+    import logging
+    import time
+    import engine
+    t = engine.Timer()
+    t.start()
+    time.sleep(0.01)
+    t.stop()
+    assert 5 < t.ms < 1000
+    with caplog.at_level(logging.INFO, logger="crema"):
+        engine.log("hello from a script")
+    assert "hello from a script" in caplog.text
+    with pytest.raises(ValueError):
+        engine.init_log(7)
