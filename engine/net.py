@@ -167,6 +167,7 @@ class Net:
     def _init(self, param):
         self.layers, self.layer_params = [], []
         self.backward_hooks = []
+        self._reshaped_for = []  # per layer: the bottom shapes of its last reshape
         self.blobs = OrderedDict()
         self.top_names, self.bottom_names = OrderedDict(), OrderedDict()
         self.blob_loss_weights = OrderedDict()
@@ -224,6 +225,7 @@ class Net:
 
             self._call(layer, "setup", bottoms, tops)
             self._call(layer, "reshape", bottoms, tops)
+            self._reshaped_for.append(tuple(b.shape for b in bottoms))
             self.layers.append(layer)
             self.layer_params.append(lp)
             self.top_names[lp.name] = list(lp.top)
@@ -468,6 +470,12 @@ class Net:
             if i == skip:
                 continue
             layer = self.layers[i]
+            bottoms = self._bottom_blobs[i]
+            if bottoms and tuple(b.shape for b in bottoms) != self._reshaped_for[i]:
+                # Caffe's Layer::Forward reshapes first: an input reshaped by the user (or a top
+                # reshaped by a Python layer's forward) flows on without a net.reshape()
+                self._call(layer, "reshape", bottoms, self._top_blobs[i])
+                self._reshaped_for[i] = tuple(b.shape for b in bottoms)
             slope = self._fused_relu.get(i)
             if slope is not None:  # fuse only when the ReLU runs in this range too
                 layer.relu_epilogue = slope if i + 1 <= hi else None
@@ -522,6 +530,7 @@ class Net:
     def reshape(self):
         for i, layer in enumerate(self.layers):
             self._call(layer, "reshape", self._bottom_blobs[i], self._top_blobs[i])
+            self._reshaped_for[i] = tuple(b.shape for b in self._bottom_blobs[i])
         for blob, w in self._loss_tops:
             blob.diff[...] = w
 

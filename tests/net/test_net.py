@@ -245,3 +245,30 @@ def test_v1_layers_net():
     net = engine.Net(text, engine.TEST)
     assert [l.type for l in net.layers] == ["Input", "Convolution", "ReLU"]
     assert net.blobs["c"].shape == (1, 2, 3, 3) and net.params_lr == [1.0, 2.0]
+
+
+def test_forward_reshapes_implicitly_after_an_input_reshape():
+    """pycaffe scripts reshape an input blob and call forward() without net.reshape(), relying
+    on Caffe's Layer::Forward reshaping first."""
+    import engine
+    net = engine.Net('''name: "r"
+        layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 5 dim: 5 } } }
+        layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+                convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "xavier" } } }
+        layer { name: "pool" type: "Pooling" bottom: "c" top: "p" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "ip" type: "InnerProduct" bottom: "p" top: "y" inner_product_param { num_output: 4 } }''',
+                     engine.TEST)
+    net.blobs["x"].reshape(3, 2, 5, 5)  # a new batch size (InnerProduct fixes the rest)
+    x = np.random.default_rng(0).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    out = net.forward()
+    assert net.blobs["c"].shape == (3, 3, 3, 3) and net.blobs["p"].shape == (3, 3, 2, 2)
+    assert out["y"].shape == (3, 4)
+    # same answer as an explicit reshape
+    expected = out["y"].copy()
+    net.reshape()
+    np.testing.assert_allclose(net.forward(x=x)["y"], expected, rtol=1e-6)
+    # a new image size flows through the convolution and pooling layers
+    net.blobs["x"].reshape(1, 2, 9, 7)
+    net.forward(end="pool")
+    assert net.blobs["c"].shape == (1, 3, 7, 5) and net.blobs["p"].shape == (1, 3, 4, 3)
