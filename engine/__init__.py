@@ -4,7 +4,7 @@
     net = engine.Net("deploy.prototxt", engine.TEST, weights="model.caffemodel")
     from engine import layers as L, params as P      # NetSpec, as pycaffe
 """
-from . import crema_pb2 as proto
+from . import crema_pb2, proto
 from .blob import Blob
 from .errors import (CremaError, LayerError, NetError, PrototxtError, ShapeError,
                      UnknownLayerError, WeightsError, SolverError)

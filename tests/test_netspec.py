@@ -217,3 +217,13 @@ def test_netspec_errors():
         n.nope
     with pytest.raises(AttributeError):
         P.Pooling.BIGGEST
+
+
+def test_pycaffe_proto_module_layout():
+    """`from caffe.proto import caffe_pb2` ports as `from engine.proto import caffe_pb2`."""
+    from engine import crema_pb2
+    from engine.proto import caffe_pb2
+    assert caffe_pb2.NetParameter is crema_pb2.NetParameter
+    param = caffe_pb2.NetParameter(name="x")
+    param.layer.add(name="d", type="Input")
+    assert crema_pb2.NetParameter.FromString(param.SerializeToString()).layer[0].name == "d"
