@@ -154,8 +154,8 @@ class Function:
         self.type_name = type_name
         for index, inp in enumerate(inputs):
             if not isinstance(inp, Top):
-                raise TypeError(f"{type_name} input {index} is not a Top (got {inp!r}); "
-                                "bottoms are tops of other layers")
+                # pycaffe's wording, which scripts may match
+                raise TypeError(f"{type_name} input {index} is not a Top (type is {type(inp)})")
         self.inputs = inputs
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)

@@ -227,3 +227,9 @@ def test_pycaffe_proto_module_layout():
     param = caffe_pb2.NetParameter(name="x")
     param.layer.add(name="d", type="Input")
     assert crema_pb2.NetParameter.FromString(param.SerializeToString()).layer[0].name == "d"
+
+
+def test_non_top_input_is_refused_in_pycaffes_words():
+    from engine import layers as L
+    with pytest.raises(TypeError, match=r"^Convolution input 0 is not a Top \(type is <class 'str'>\)$"):
+        L.Convolution("data", num_output=2, kernel_size=3)
