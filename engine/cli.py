@@ -835,10 +835,16 @@ def main(argv=None):
             traceback.print_exception(exc)
         print("crema: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug in crema: say so, in one line unless debugging
+    except Exception as exc:
+        from .net import PYTHON_LAYER_NOTE
+        notes = [n[len(PYTHON_LAYER_NOTE):] for n in getattr(exc, "__notes__", [])
+                 if n.startswith(PYTHON_LAYER_NOTE)]
         error, status = exc, 1
-        message = (f"internal error: {type(exc).__name__}: {exc}"
-                   + ("" if debug else " (run with -debug for the traceback)"))
+        if notes:  # raised by the user's Python layer: name it, with the layer's context
+            message = f"{notes[0]} ({type(exc).__name__}: {exc})"
+        else:  # a bug in crema: say so, in one line unless debugging
+            message = (f"internal error: {type(exc).__name__}: {exc}"
+                       + ("" if debug else " (run with -debug for the traceback)"))
     sys.stdout.flush()
     if debug:
         traceback.print_exception(error)

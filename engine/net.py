@@ -19,6 +19,9 @@ from .registry import layer_class
 from .schema import read_net_param
 
 
+PYTHON_LAYER_NOTE = "in crema: "  # prefix of the note added to a Python layer's exception
+
+
 # --- NetState filtering ---------------------------------------------------------------------
 
 def state_meets_rule(state, rule):
@@ -330,6 +333,13 @@ class Net:
         except Exception as exc:
             shapes = ", ".join(f"{n}{b.shape}" for n, b in
                                zip(layer.param.bottom, bottoms)) or "none"
+            where = (f"{layer.source}layer '{layer.name}' (type {layer.type}) failed in "
+                     f"{method}; bottoms: {shapes}")
+            if layer.type == "Python":
+                # the user's own exception keeps its type (pycaffe re-raises it), so that
+                # `except ValueError` around net.forward() works; crema's context rides along
+                exc.add_note(f"{PYTHON_LAYER_NOTE}{where}")
+                raise
             raise LayerError(f"{layer.source}layer '{layer.name}' (type {layer.type}) failed in "
                              f"{method} ({type(exc).__name__}: {exc}); bottoms: {shapes}") from exc
 

@@ -126,3 +126,25 @@ def test_python_layer_import_errors(user_module, tmp_path, monkeypatch):
         layer_from_text(_text("crema_test_broken", "Foo"))
     with pytest.raises(LayerError, match="needs both 'module' and 'layer'"):
         layer_from_text('type: "Python" python_param { module: "x" }')
+
+
+def test_python_layer_exception_keeps_its_type_with_crema_context(tmp_path, monkeypatch):
+    """pycaffe re-raises a Python layer's own exception: `except ValueError` around forward()
+    must work; crema's context (file:line, layer, bottoms) comes as an exception note."""
+    import engine
+    (tmp_path / "raising_layer.py").write_text(
+        "import engine\n"
+        "class Raise(engine.Layer):\n"
+        "    def setup(self, bottom, top): pass\n"
+        "    def reshape(self, bottom, top): top[0].reshape(bottom[0].shape)\n"
+        "    def forward(self, bottom, top): raise ValueError('bad detector data')\n"
+        "    def backward(self, top, propagate_down, bottom): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = engine.Net('''name: "p"
+        layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "py" type: "Python" bottom: "x" top: "y"
+                python_param { module: "raising_layer" layer: "Raise" } }''', engine.TEST)
+    with pytest.raises(ValueError, match="bad detector data") as info:
+        net.forward()
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "layer 'py' (type Python) failed in forward" in notes and "x(2, 3)" in notes
