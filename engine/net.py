@@ -583,6 +583,85 @@ class Net:
         from .weights import save_weights
         save_weights(self, path, write_diff=write_diff)
 
+    def save_hdf5(self, path):
+        """pycaffe's save_hdf5: Caffe's HDF5 weights layout whatever the suffix."""
+        from .weights import save_weights
+        save_weights(self, path, hdf5=True)
+
+    def load_hdf5(self, path):
+        """pycaffe's load_hdf5: copy weights from a file in Caffe's HDF5 layout."""
+        self.copy_from(path)
+
+    # pycaffe's index-based views of the graph
+    @property
+    def _blob_names(self):
+        return list(self.blobs)
+
+    def _blob_index(self):
+        return {name: i for i, name in enumerate(self.blobs)}
+
+    @property
+    def _inputs(self):
+        index = self._blob_index()
+        return [index[name] for name in self.inputs]
+
+    @property
+    def _outputs(self):
+        index = self._blob_index()
+        return [index[name] for name in self.outputs]
+
+    def _bottom_ids(self, i):
+        index = self._blob_index()
+        return [index[name] for name in self.layer_params[i].bottom]
+
+    def _top_ids(self, i):
+        index = self._blob_index()
+        return [index[name] for name in self.layer_params[i].top]
+
+    def _forward(self, start, end):
+        """Forward over layers start..end (indices, inclusive); returns the loss."""
+        return self._forward_range(int(start), int(end))
+
+    def _backward(self, start, end):
+        """Backward from layer index start down to end (inclusive)."""
+        for blob, w in self._loss_tops:
+            blob.diff[...] = w
+        self._backward_range(int(start), int(end))
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: forward and backward over inputs with more items than
+        one batch; returns ({output: data}, {input or diff name: diff}), each concatenated over
+        the batches and trimmed to the item count."""
+        names = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
+        diff_names = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        outs = {name: [] for name in names}
+        grads = {name: [] for name in diff_names}
+        counts = {len(np.asarray(v)) for v in kwargs.values()}
+        if len(counts) > 1:
+            raise ShapeError(f"{self.source.label}: forward_backward_all inputs differ in item "
+                             f"count: { {k: len(np.asarray(v)) for k, v in kwargs.items()} }")
+        total = counts.pop() if counts else self.blobs[self.inputs[0]].shape[0]
+        batch = self.blobs[next(iter(kwargs))].shape[0] if kwargs else total
+        for start in range(0, total, batch):
+            chunk = {}
+            for name, value in kwargs.items():
+                part = np.asarray(value[start:start + batch])
+                if len(part) < batch:
+                    part = np.concatenate([part, np.zeros((batch - len(part),) + part.shape[1:],
+                                                          part.dtype)])
+                chunk[name] = part
+            out = self.forward(blobs=names, **chunk)
+            back = self.backward(diffs=diff_names)
+            for name in names:
+                outs[name].append(np.array(out[name], copy=True))
+            for name in diff_names:
+                grads[name].append(np.array(back[name], copy=True))
+        def trim(parts):  # per-item blobs join and lose the padding; scalars (losses) stack
+            if parts and np.ndim(parts[0]) == 0:
+                return np.array(parts)
+            return np.concatenate(parts)[:total]
+        return ({n: trim(p) for n, p in outs.items()}, {n: trim(p) for n, p in grads.items()})
+
     def share_with(self, other):
         """Use `other`'s parameter storage for layers of the same name (Caffe's
         ShareTrainedLayersWith): e.g. a test net that follows a training net's weights."""

@@ -289,14 +289,17 @@ def _load_hdf5(net, path):
 
 
 # -- saving ----------------------------------------------------------------------------------------
-def save_weights(net, path, write_diff=False):
-    """Write `net`'s parameters to `path`: Caffe's HDF5 layout for .h5/.hdf5 suffixes, otherwise a
-    binary NetParameter (.caffemodel) holding every layer's LayerParameter with its blobs.
-    `write_diff` stores the gradients too. Atomic: the old file survives any failure."""
+def save_weights(net, path, write_diff=False, hdf5=None):
+    """Write `net`'s parameters to `path`: Caffe's HDF5 layout for .h5/.hdf5 suffixes (or
+    hdf5=True), otherwise a binary NetParameter (.caffemodel) holding every layer's
+    LayerParameter with its blobs. `write_diff` stores the gradients too. Atomic: the old file
+    survives any failure."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise WeightsError(f"{path}: is a directory; cannot write weights there")
-    if path.lower().endswith(_HDF5_SUFFIXES):
+    if hdf5 is None:
+        hdf5 = path.lower().endswith(_HDF5_SUFFIXES)
+    if hdf5:
         _atomic_write(path, lambda tmp: _write_hdf5(net, tmp, write_diff))
     else:
         _atomic_write(path, lambda tmp: _write_binary(net, tmp, write_diff))

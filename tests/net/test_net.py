@@ -272,3 +272,47 @@ def test_forward_reshapes_implicitly_after_an_input_reshape():
     net.blobs["x"].reshape(1, 2, 9, 7)
     net.forward(end="pool")
     assert net.blobs["c"].shape == (1, 3, 7, 5) and net.blobs["p"].shape == (1, 3, 4, 3)
+
+
+PYCAFFE_NET = '''name: "pc"
+layer { name: "in" type: "Input" top: "x" top: "t"
+        input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+force_backward: true'''
+
+
+def test_pycaffe_index_views_and_hdf5_io(tmp_path):
+    import engine
+    net = engine.Net(PYCAFFE_NET, engine.TRAIN)
+    assert net._blob_names == ["x", "t", "y", "loss"]
+    assert net._inputs == [0, 1] and net._outputs == [3]
+    assert net._bottom_ids(1) == [0] and net._top_ids(1) == [2] and net._bottom_ids(2) == [2, 1]
+    g = np.random.default_rng(1)
+    net.blobs["x"].data[...] = g.standard_normal((2, 3))
+    loss = net._forward(0, 2)
+    assert loss == pytest.approx(float(net.blobs["loss"].data))
+    net._backward(2, 0)
+    assert np.any(net.blobs["x"].diff != 0)
+    path = tmp_path / "w.caffemodel"  # not an .h5 suffix: save_hdf5 still writes HDF5
+    net.save_hdf5(str(path))
+    import h5py
+    assert h5py.is_hdf5(path)
+    other = engine.Net(PYCAFFE_NET, engine.TRAIN)
+    other.load_hdf5(str(path))
+    np.testing.assert_array_equal(other.params["ip"][0].data, net.params["ip"][0].data)
+
+
+def test_forward_backward_all_matches_per_item_passes():
+    import engine
+    net = engine.Net(PYCAFFE_NET, engine.TRAIN)
+    g = np.random.default_rng(2)
+    x = g.standard_normal((5, 3)).astype(np.float32)
+    t = g.standard_normal((5, 4)).astype(np.float32)
+    outs, diffs = net.forward_backward_all(blobs=["y"], x=x, t=t)
+    assert outs["y"].shape == (5, 4) and diffs["x"].shape == (5, 3)
+    W, b = net.params["ip"][0].data, net.params["ip"][1].data
+    np.testing.assert_allclose(outs["y"], x @ W.T + b, rtol=1e-5, atol=1e-6)
+    # EuclideanLoss over a batch of 2: d/dx = (y - t) W / batch
+    np.testing.assert_allclose(diffs["x"], (outs["y"] - t) @ W / 2, rtol=1e-4, atol=1e-6)
