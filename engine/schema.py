@@ -90,7 +90,9 @@ def read_text(source, message_cls):
 def parse_text(text, message_cls, path=None):
     msg = message_cls()
     try:
-        text_format.Merge(text, msg)
+        # Parse, not Merge: like Caffe's TextFormat::Parse it refuses a non-repeated field given
+        # twice (Merge would silently keep the last one)
+        text_format.Parse(text, msg)
     except text_format.ParseError as exc:
         line, col = exc.GetLine(), exc.GetColumn()
         message = str(exc)

@@ -34,9 +34,9 @@ def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing lands in the working directory of the test run
 
 
-def make(prefix, kind="SGD", fmt="BINARYPROTO", extra=""):
+def make(prefix, kind="SGD", fmt="BINARYPROTO", extra="", seed=31):
     text = (f'net_param {{ {NET} }} base_lr: 0.05 weight_decay: 0.01 average_loss: 4 '
-            f'random_seed: 31 snapshot_prefix: "{prefix}" snapshot_format: {fmt} '
+            f'random_seed: {seed} snapshot_prefix: "{prefix}" snapshot_format: {fmt} '
             f'{SOLVERS[kind]} {extra}')
     return get_solver(text)
 
@@ -111,7 +111,7 @@ def test_resume_is_bit_identical(tmp_path, kind, fmt):
     first = make(tmp_path / "b", kind, fmt)
     first.step(3)
     _, state_path = first.snapshot()
-    resumed = make(tmp_path / "c", kind, fmt, extra="random_seed: 99")
+    resumed = make(tmp_path / "c", kind, fmt, seed=99)
     resumed.restore(state_path)
     assert resumed.iter == 3 and resumed.current_step == first.current_step
     for a, b in zip(resumed.history, first.history):
