@@ -150,8 +150,12 @@ class Net:
         phase, level, stages, weights = _parse_args(args, kwargs)
         param, self.source = read_net_param(model)
         from .upgrade import needs_upgrade, upgrade_net_param
-        if needs_upgrade(param):
-            param = upgrade_net_param(param, self.source.label)
+        try:
+            if needs_upgrade(param):
+                param = upgrade_net_param(param, self.source.label)
+        except UnicodeDecodeError as exc:
+            raise NetError(f"{self.source.label}: a name in the net is not valid UTF-8 ({exc}); "
+                           "the file is corrupt") from None
         param.state.phase = phase
         param.state.level = level
         del param.state.stage[:]

@@ -99,7 +99,12 @@ def load_weights(net, path):
         raise WeightsError(f"{path}: not an HDF5 file (the suffix says HDF5 but the content does "
                            f"not; truncated or corrupt?)")
     else:
-        _load_binary(net, path)
+        try:
+            _load_binary(net, path)
+        except UnicodeDecodeError as exc:
+            # protobuf accepts invalid UTF-8 in proto2 strings and fails only when one is read
+            raise WeightsError(f"{path}: a layer or blob name is not valid UTF-8 ({exc}); the "
+                               "file is corrupt") from None
 
 
 def _read_param(path):

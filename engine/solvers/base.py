@@ -58,6 +58,7 @@ from ..net import Net
 from ..schema import read_net_param, read_solver_param
 from ..upgrade import solver_needs_upgrade, upgrade_solver_param
 from . import snapshot as snap
+from .lr_policy import check_policy
 from .hooks import CallbackHooks, HookList
 
 _SOLVERS = {}
@@ -376,6 +377,9 @@ class Solver(abc.ABC):
         self._timer = time.perf_counter()
         self._iterations_last = start_iter
 
+        # Caffe CHECKs the policy at the first learning-rate computation; here before any
+        # iteration runs (a solver made only to test or inspect needs no policy)
+        check_policy(p, self._label)
         if not self._hooks_started:
             self._hooks_started = True
             self.hooks.on_init(self)
@@ -650,11 +654,13 @@ class Solver(abc.ABC):
                 raise SolverError(f"{state_path}: history blob {i} holds {values.size} values for "
                                   f"shape {shape}")
             history.append(None if values is None else values.reshape(target))
-        model = None
-        if state.learned_net:
-            model = self._resolve_learned_net(state.learned_net, state_path)
-        if model is not None:
-            self.net.copy_from(model)
+        if not state.learned_net:
+            # Caffe would resume with whatever weights the net has; a state without its
+            # weights file cannot resume the run it came from
+            raise SolverError(f"{state_path}: the solver state names no weights file "
+                              "(learned_net is empty or missing); it cannot resume training")
+        model = self._resolve_learned_net(state.learned_net, state_path)
+        self.net.copy_from(model)
         self.iter = int(state.iter)
         self.current_step = int(state.current_step)
         self.log.info("SGDSolver: restoring history")

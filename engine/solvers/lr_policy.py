@@ -28,6 +28,33 @@ from ..errors import SolverError
 POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
 
+# Caffe's CHECKs in SGDSolver::GetLearningRate, per policy: gamma >= 0 and stepsize > 0 where the
+# policy uses them (Caffe aborts at the first iteration; crema refuses the solver when it is made).
+_NEEDS_GAMMA = ("step", "exp", "inv", "multistep", "sigmoid")
+_NEEDS_STEPSIZE = ("step", "sigmoid")
+
+
+def check_policy(param, label="solver"):
+    """Raise SolverError for a policy Caffe would abort on (unknown name, gamma < 0, stepsize <=
+    0 where used, poly without max_iter, stepvalues that do not increase)."""
+    policy = param.lr_policy
+    if policy not in POLICIES:
+        raise SolverError(f"{label}: Unknown learning rate policy: \"{policy}\" (lr_policy must "
+                          f"be one of {', '.join(POLICIES)})")
+    if policy in _NEEDS_GAMMA and param.gamma < 0:
+        raise SolverError(f"{label}: lr_policy \"{policy}\" needs gamma >= 0, got "
+                          f"{param.gamma:g}")
+    if policy in _NEEDS_STEPSIZE and param.stepsize <= 0:
+        raise SolverError(f"{label}: lr_policy \"{policy}\" needs stepsize > 0, got "
+                          f"{param.stepsize}")
+    if policy == "poly" and param.max_iter <= 0:
+        raise SolverError(f"{label}: lr_policy \"poly\" needs max_iter > 0, got {param.max_iter}")
+    steps = list(param.stepvalue)
+    if policy == "multistep" and any(b <= a for a, b in zip(steps, steps[1:])):
+        raise SolverError(f"{label}: lr_policy \"multistep\" needs increasing stepvalue entries, "
+                          f"got {steps}")
+
+
 def learning_rate(param, iteration, current_step=0):
     """(rate as np.float32, new current_step) for `iteration` under `param.lr_policy`."""
     policy = param.lr_policy
@@ -53,6 +80,8 @@ def learning_rate(param, iteration, current_step=0):
             raise SolverError(f"lr_policy \"poly\" needs max_iter > 0, got {param.max_iter}")
         rate = base_lr * _pow(1.0 - it / param.max_iter, power)
     elif policy == "sigmoid":
+        if param.stepsize <= 0:
+            raise SolverError(f"lr_policy \"sigmoid\" needs stepsize > 0, got {param.stepsize}")
         z = -gamma * (it - param.stepsize)
         rate = base_lr * (1.0 / (1.0 + (math.inf if z > 709 else math.exp(z))))
     else:

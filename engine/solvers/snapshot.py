@@ -24,6 +24,7 @@ Every file is written under a temporary name in its directory, flushed and renam
 (os.replace), so an interrupted snapshot leaves the previous files intact and no partial file.
 """
 import json
+import zipfile
 import os
 
 import numpy as np
@@ -136,8 +137,9 @@ def read_extras_npz(path):
     try:
         with np.load(path, allow_pickle=False) as data:
             flat = {k: (data[k].item() if k == "manifest" else data[k]) for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise SolverError(f"{path}: cannot read crema extras: {exc}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise SolverError(f"{path}: cannot read crema extras (truncated or corrupt?): "
+                          f"{type(exc).__name__}: {exc}") from None
     return _unflatten_extras(flat, path)
 
 
@@ -211,25 +213,36 @@ def read_state_hdf5(path):
         fh = h5py.File(path, "r")
     except OSError as exc:
         raise SolverError(f"{path}: cannot open HDF5 solver state: {exc}") from None
-    with fh:
-        iteration = _read_h5_int(fh, "iter", path)
-        learned = _read_h5_string(fh["learned_net"]) if "learned_net" in fh else None
-        current_step = _read_h5_int(fh, "current_step", path)
-        if "history" not in fh:
-            raise SolverError(f"{path}: HDF5 solver state has no group 'history'")
-        group = fh["history"]
-        history = []
-        for i in range(len(group)):
-            if str(i) not in group:
-                raise SolverError(f"{path}: history group has {len(group)} entries but no "
-                                  f"dataset '{i}'")
-            values = np.asarray(group[str(i)][()], dtype=np.float32)
-            history.append((tuple(values.shape), False, values.ravel()))
-        extras = None
-        if "crema" in fh:
-            flat = {k: (fh["crema"][k][()] if k == "manifest" else np.asarray(fh["crema"][k][()]))
-                    for k in fh["crema"]}
-            extras = _unflatten_extras(flat, path)
+    try:
+        with fh:
+            return _read_state_hdf5_file(fh, path)
+    except SolverError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        # h5py reports damaged files as any of these (a bare RuntimeError among them)
+        raise SolverError(f"{path}: damaged HDF5 solver state (truncated or corrupt?): "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _read_state_hdf5_file(fh, path):
+    iteration = _read_h5_int(fh, "iter", path)
+    learned = _read_h5_string(fh["learned_net"]) if "learned_net" in fh else None
+    current_step = _read_h5_int(fh, "current_step", path)
+    if "history" not in fh:
+        raise SolverError(f"{path}: HDF5 solver state has no group 'history'")
+    group = fh["history"]
+    history = []
+    for i in range(len(group)):
+        if str(i) not in group:
+            raise SolverError(f"{path}: history group has {len(group)} entries but no "
+                              f"dataset '{i}'")
+        values = np.asarray(group[str(i)][()], dtype=np.float32)
+        history.append((tuple(values.shape), False, values.ravel()))
+    extras = None
+    if "crema" in fh:
+        flat = {k: (fh["crema"][k][()] if k == "manifest" else np.asarray(fh["crema"][k][()]))
+                for k in fh["crema"]}
+        extras = _unflatten_extras(flat, path)
     return StateFile(path, iteration, learned, current_step, history, extras)
 
 

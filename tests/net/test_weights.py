@@ -369,3 +369,18 @@ def test_saved_file_gets_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_v1_weights_with_invalid_utf8_name_are_refused(tmp_path):
+    """protobuf parses proto2 strings without checking UTF-8; the upgrader reads them later."""
+    import engine
+    from engine.errors import WeightsError
+
+    def ld(field, payload):
+        return bytes([(field << 3) | 2, len(payload)]) + payload
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(ld(1, b"n") + ld(2, ld(4, b"\xff\xfebad")))
+    net = engine.Net('name: "x" layer { name: "in" type: "Input" top: "x" '
+                     'input_param { shape { dim: 1 } } }', engine.TEST)
+    with pytest.raises(WeightsError, match="not valid UTF-8"):
+        net.copy_from(str(path))

@@ -101,3 +101,24 @@ def test_rate_is_float32():
 def test_errors(fields, message):
     with pytest.raises(SolverError, match=message):
         learning_rate(param(**fields), 3)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('lr_policy: "step" gamma: -0.1 stepsize: 10', "needs gamma >= 0"),
+    ('lr_policy: "exp" gamma: -1', "needs gamma >= 0"),
+    ('lr_policy: "inv" gamma: -0.5 power: 0.75', "needs gamma >= 0"),
+    ('lr_policy: "multistep" gamma: -2 stepvalue: 5', "needs gamma >= 0"),
+    ('lr_policy: "sigmoid" gamma: -1 stepsize: 5', "needs gamma >= 0"),
+    ('lr_policy: "step" gamma: 0.1', "needs stepsize > 0"),
+    ('lr_policy: "sigmoid" gamma: 0.1 stepsize: 0', "needs stepsize > 0"),
+    ('lr_policy: "poly" power: 2', "needs max_iter > 0"),
+    ('lr_policy: "multistep" gamma: 0.1 stepvalue: 10 stepvalue: 5', "increasing stepvalue"),
+    ('lr_policy: "steep"', "Unknown learning rate policy"),
+])
+def test_solver_refuses_what_caffe_checks_before_training(text, message):
+    from engine import get_solver
+    from engine.errors import SolverError
+    net = ('net_param { name: "n" layer { name: "in" type: "Input" top: "x" '
+           'input_param { shape { dim: 1 } } } }')
+    with pytest.raises(SolverError, match=message):
+        get_solver(f"{net} base_lr: 0.1 {text}").step(1)

@@ -2,6 +2,8 @@
 import logging
 import os
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -224,7 +226,8 @@ def test_restore_errors(tmp_path):
 
 def test_legacy_4d_history_shapes_are_accepted(tmp_path):
     sgd = make(tmp_path / "s")
-    state = crema_pb2.SolverState(iter=4, current_step=1)
+    sgd.net.save(str(tmp_path / "old.caffemodel"))
+    state = crema_pb2.SolverState(iter=4, current_step=1, learned_net="old.caffemodel")
     values = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([5, 6], np.float32)]
     for shape4, v in zip([(1, 1, 2, 3), (1, 1, 1, 2)], values):
         bp = state.history.add()
@@ -278,3 +281,43 @@ def test_snapshot_diff_writes_gradients(tmp_path):
         param.ParseFromString(fh.read())
     ip = next(l for l in param.layer if l.name == "ip")
     assert len(ip.blobs[0].diff) == 6
+
+
+# Damaged or incomplete solver states are refused with a crema error naming the file.
+def _snapshot_once(tmp_path, fmt):
+    solver = make(tmp_path / "s", "Adam", fmt)
+    solver.step(2)
+    return solver, solver.snapshot()[1]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "empty"])
+def test_corrupt_sidecar_is_refused_naming_it(tmp_path, damage):
+    solver, state = _snapshot_once(tmp_path, "BINARYPROTO")
+    sidecar = state + ".crema"
+    raw = open(sidecar, "rb").read()
+    with open(sidecar, "wb") as f:
+        f.write({"garbage": b"not a zip file at all" * 10, "truncate": raw[:len(raw) // 2],
+                 "empty": b""}[damage])
+    with pytest.raises(SolverError, match=re.escape(sidecar)):
+        make(tmp_path / "t", "Adam", "BINARYPROTO").restore(state)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.9])
+def test_damaged_hdf5_state_is_refused_naming_it(tmp_path, cut):
+    solver, state = _snapshot_once(tmp_path, "HDF5")
+    raw = open(state, "rb").read()
+    with open(state, "wb") as f:
+        f.write(raw[:int(len(raw) * cut)])
+    with pytest.raises(SolverError, match=re.escape(state)):
+        make(tmp_path / "t", "Adam", "HDF5").restore(state)
+
+
+def test_state_without_learned_net_is_refused(tmp_path):
+    from engine import crema_pb2
+    solver, state = _snapshot_once(tmp_path, "BINARYPROTO")
+    msg = crema_pb2.SolverState()
+    msg.ParseFromString(open(state, "rb").read())
+    msg.ClearField("learned_net")
+    open(state, "wb").write(msg.SerializeToString())
+    with pytest.raises(SolverError, match="names no weights file"):
+        make(tmp_path / "t", "Adam", "BINARYPROTO").restore(state)
