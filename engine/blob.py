@@ -4,6 +4,8 @@ import numpy as np
 
 from .errors import ShapeError
 
+INT_MAX = (1 << 31) - 1
+
 
 def _as_shape(shape):
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
@@ -11,6 +13,12 @@ def _as_shape(shape):
     shape = tuple(int(d) for d in shape)
     if any(d < 0 for d in shape):
         raise ShapeError(f"blob shape {shape} has a negative dimension")
+    count = 1
+    for d in shape:
+        count *= d
+    if count > INT_MAX:  # Caffe's Blob::Reshape: CHECK_LE(count_, INT_MAX)
+        raise ShapeError(f"blob shape {shape} holds {count} elements, more than Caffe's limit "
+                         f"of {INT_MAX} (INT_MAX)")
     return shape
 
 

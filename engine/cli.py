@@ -135,6 +135,9 @@ COMMANDS = {
 log = logging.getLogger("crema")
 
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
 class UsageError(Exception):
     """Bad command line: unknown command or flag, a missing or malformed value."""
 
@@ -232,6 +235,9 @@ def parse_args(argv):
                 value = int(value)
             except ValueError:
                 raise UsageError(f"flag -{name} needs an integer, got '{value}'") from None
+            if not INT32_MIN <= value <= INT32_MAX:  # gflags' int32 flags refuse these
+                raise UsageError(f"flag -{name}: value {value} is out of range (a 32-bit "
+                                 f"integer, {INT32_MIN} to {INT32_MAX})")
         setattr(flags, name, value)
         flags.given.add(name)
     command = positionals.pop(0) if positionals else None
@@ -284,8 +290,14 @@ def _require_file(path, what):
         raise UsageError(f"{what} is a folder, not a file: {path}")
 
 
-def _split_list(value):
-    return [v for v in (s.strip() for s in value.split(",")) if v]
+def _split_list(value, flag=None):
+    """A comma-separated flag value as a list; with `flag` named, an empty entry ('a,,b') is
+    refused rather than skipped."""
+    items = [s.strip() for s in value.split(",")] if value else []
+    if flag and any(not item for item in items):
+        raise UsageError(f"flag -{flag} has an empty entry in '{value}' (separate files by "
+                         "single commas)")
+    return [item for item in items if item]
 
 
 def _phase(flags, default):
@@ -375,7 +387,7 @@ def cmd_train(flags):
     sigint_effect = _effect(flags, "sigint_effect")
     sighup_effect = _effect(flags, "sighup_effect")
     _require_file(flags.solver, "solver")
-    weights = _split_list(flags.weights)
+    weights = _split_list(flags.weights, "weights")
     for w in weights:
         _require_file(w, "weights")
     if flags.snapshot:
@@ -505,7 +517,7 @@ def cmd_test(flags):
         raise UsageError("need a model definition to score: -model NET.prototxt")
     if not flags.weights:
         raise UsageError("need model weights to score: -weights NET.caffemodel")
-    weights = _split_list(flags.weights)
+    weights = _split_list(flags.weights, "weights")
     for w in weights:
         _require_file(w, "weights")
     import engine

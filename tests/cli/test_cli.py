@@ -649,3 +649,16 @@ def test_train_stops_on_divergence_unless_told_not_to(tmp_path):
     assert "layer 'ip' (InnerProduct)" in last or "layer 'loss' (EuclideanLoss)" in last, last
     res = crema(["train", "-solver", "solver.prototxt", "-check_finite=false"], tmp_path)
     assert_ok(res)
+
+
+def test_integer_flags_are_range_checked_as_gflags_does(capsys):
+    from engine.cli import main
+    assert main(["test", "-model", "m.prototxt", "-iterations", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "-iterations" in err and "out of range" in err
+
+
+def test_empty_weights_entry_is_refused(capsys, tmp_path):
+    from engine.cli import main
+    assert main(["test", "-model", "m.prototxt", "-weights", "a.caffemodel,,b.caffemodel"]) == 2
+    assert "-weights has an empty entry" in capsys.readouterr().err

@@ -316,3 +316,11 @@ def test_forward_backward_all_matches_per_item_passes():
     np.testing.assert_allclose(outs["y"], x @ W.T + b, rtol=1e-5, atol=1e-6)
     # EuclideanLoss over a batch of 2: d/dx = (y - t) W / batch
     np.testing.assert_allclose(diffs["x"], (outs["y"] - t) @ W / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_blob_over_int_max_is_refused_at_build_time():
+    import engine
+    from engine.errors import CremaError
+    with pytest.raises(CremaError, match="more than Caffe's limit"):
+        engine.Net('name: "big" layer { name: "in" type: "Input" top: "x" '
+                   'input_param { shape { dim: 1 dim: 1 dim: 46341 dim: 46341 } } }', engine.TEST)
