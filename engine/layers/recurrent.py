@@ -368,3 +368,66 @@ class RNNLayer(_RecurrentBase):
         self._input_backward(d_pre, bottom, propagate_down, x, xs, self.blobs[0].data, w_s,
                              0, 1, 2)
         self._write_state_diffs(bottom, propagate_down, (d_h_next,))
+
+
+@register_layer("LSTMUnit")
+class LSTMUnitLayer(Layer):
+    """One LSTM step (Caffe's LSTMUnit, the cell inside Caffe's unrolled LSTM).
+
+    Bottoms: c_prev (1, N, D), gate inputs x (1, N, 4D) in the order i, f, o, g, and the sequence
+    continuation flags cont (1, N) (0 starts a new sequence: the forget gate is cut).
+    Tops: c (1, N, D) and h (1, N, D), with
+      i = sigmoid(x_i), f = cont * sigmoid(x_f), o = sigmoid(x_o), g = tanh(x_g),
+      c = f * c_prev + i * g,  h = o * tanh(c).
+    No gradient reaches cont (Caffe: "Cannot backpropagate to sequence indicators")."""
+    exact_num_bottom = 3
+    exact_num_top = 2
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def reshape(self, bottom, top):
+        n = bottom[0].shape[1] if bottom[0].num_axes >= 2 else None
+        for i, blob in enumerate(bottom):
+            axes = 2 if i == 2 else 3
+            if blob.num_axes != axes or blob.shape[0] != 1 or blob.shape[1] != n:
+                raise self.error(f"bottom[{i}] has shape {blob.shape}; LSTMUnit needs (1, N, D) "
+                                 f"c_prev, (1, N, 4D) gates and (1, N) cont with one N (bottom[0] "
+                                 f"{bottom[0].shape})")
+        d = bottom[0].shape[2]
+        if bottom[1].shape[2] != 4 * d:
+            raise self.error(f"bottom[1] (gates) has {bottom[1].shape[2]} values per stream; "
+                             f"4 x hidden size {d} = {4 * d} are needed")
+        top[0].reshape(bottom[0].shape)
+        top[1].reshape(bottom[0].shape)
+        self.kernel = "numpy"
+
+    def forward(self, bottom, top):
+        d = bottom[0].shape[2]
+        x = bottom[1].data
+        cont = bottom[2].data[..., None]
+        self._i = _sigmoid(x[..., :d])
+        self._f = cont * _sigmoid(x[..., d:2 * d])
+        self._o = _sigmoid(x[..., 2 * d:3 * d])
+        self._g = np.tanh(x[..., 3 * d:])
+        c = self._f * bottom[0].data + self._i * self._g
+        self._tanh_c = np.tanh(c)
+        top[0].data[...] = c
+        top[1].data[...] = self._o * self._tanh_c
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[2]:
+            raise self.error("cannot backpropagate to sequence indicators (bottom[2], cont)")
+        d = bottom[0].shape[2]
+        dc = top[0].diff + top[1].diff * self._o * (1 - self._tanh_c ** 2)
+        if propagate_down[0]:
+            bottom[0].diff[...] = dc * self._f
+        if propagate_down[1]:
+            dx = bottom[1].diff
+            i, f, o, g = self._i, self._f, self._o, self._g
+            cont = bottom[2].data[..., None]
+            sig_f = np.divide(f, cont, out=np.zeros_like(f), where=cont != 0)
+            dx[..., :d] = dc * g * i * (1 - i)
+            dx[..., d:2 * d] = dc * bottom[0].data * cont * sig_f * (1 - sig_f)
+            dx[..., 2 * d:3 * d] = top[1].diff * self._tanh_c * o * (1 - o)
+            dx[..., 3 * d:] = dc * i * (1 - g ** 2)

@@ -110,3 +110,21 @@ def rnn_forward(x, cont, w_xh, b_h, w_hh, w_ho, b_o, x_static=None, w_xh_static=
                 o_out[t, n, d] = math.tanh(out[d])
         h_prev = h_next
     return o_out, h_prev.reshape(1, streams, hidden)
+
+
+def lstm_unit_forward(c_prev, x, cont):
+    """Caffe's LSTMUnit, one stream and one hidden unit at a time: c_prev (1, N, D), gate inputs
+    x (1, N, 4D) ordered i, f, o, g; cont (1, N). Returns (c, h), each (1, N, D):
+    c = cont*sigmoid(f)*c_prev + sigmoid(i)*tanh(g), h = sigmoid(o)*tanh(c)."""
+    _, n, d = c_prev.shape
+    c = np.zeros((1, n, d))
+    h = np.zeros((1, n, d))
+    for s in range(n):
+        for k in range(d):
+            i = _sigmoid(float(x[0, s, k]))
+            f = float(cont[0, s]) * _sigmoid(float(x[0, s, d + k]))
+            o = _sigmoid(float(x[0, s, 2 * d + k]))
+            g = math.tanh(float(x[0, s, 3 * d + k]))
+            c[0, s, k] = f * float(c_prev[0, s, k]) + i * g
+            h[0, s, k] = o * math.tanh(c[0, s, k])
+    return c, h

@@ -8,7 +8,7 @@ import engine
 from engine.blob import Blob
 from engine.errors import LayerError
 from engine.reference import recurrent as ref
-from engine.testing import check_gradient, layer_from_text
+from engine.testing import check_gradient, layer_from_text, run_forward
 
 FILL = ('weight_filler { type: "uniform" min: -0.8 max: 0.8 } '
         'bias_filler { type: "uniform" min: -0.5 max: 0.5 }')
@@ -383,3 +383,25 @@ def test_preloaded_blobs_checked():
     layer.blobs = [Blob((2, 3)), Blob((2,)), Blob((2, 2)), Blob((2, 2)), Blob((2,))]
     with pytest.raises(LayerError, match=r"W_xh.*\(2, 2\)"):
         layer.setup([Blob.from_array(rand(3, 2, 2)), Blob.from_array(CONT)], [Blob(())])
+
+
+# LSTMUnit
+def test_lstm_unit_matches_the_reference_and_its_gradient():
+    from engine.reference.recurrent import lstm_unit_forward
+    g = np.random.default_rng(21)
+    n, d = 3, 2
+    c_prev = g.standard_normal((1, n, d))
+    x = g.standard_normal((1, n, 4 * d))
+    cont = np.array([[1.0, 0.0, 1.0]])
+    _, top = run_forward(layer_from_text('type: "LSTMUnit"'), [c_prev, x, cont], n_top=2)
+    c, h = lstm_unit_forward(c_prev, x, cont)
+    np.testing.assert_allclose(top[0].data, c, rtol=1e-12)
+    np.testing.assert_allclose(top[1].data, h, rtol=1e-12)
+    check_gradient('type: "LSTMUnit"', [c_prev, x, cont], n_top=2, check_bottom=[0, 1])
+
+
+def test_lstm_unit_refuses_mismatched_shapes():
+    from engine.errors import LayerError
+    with pytest.raises(LayerError, match="4 x hidden size 2"):
+        run_forward(layer_from_text('type: "LSTMUnit"'),
+                    [np.zeros((1, 3, 2)), np.zeros((1, 3, 6)), np.ones((1, 3))], n_top=2)
