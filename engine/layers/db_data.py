@@ -468,3 +468,143 @@ class DataLayer(ShardedReader, Layer):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+@register_layer("ImageData")
+class ImageDataLayer(ShardedReader, Layer):
+    """Caffe's ImageDataLayer: images listed in a text file -> data (N, C, H, W) + label (N,).
+
+    image_data_param: source (lines "path label"; the label follows the LAST space, so paths may
+    contain spaces), root_folder (prefixed to every path), batch_size, shuffle (the list is
+    shuffled at setup and at every pass, from engine.rng's data stream so that ranks agree),
+    new_height/new_width (resize to both, or neither), is_color (3 channels in Caffe's BGR order,
+    else 1 gray channel), rand_skip (skip a random number of lines at the start).
+    transform_param: scale, mirror, crop_size, mean_file or mean_value, as the Data layer.
+    The shape comes from the first image; every image must resize to it. Images are decoded with
+    Pillow (Caffe uses OpenCV: JPEG decoders and bilinear resampling differ by a pixel level).
+    Sharding and resume: as the Data layer (line i of the stream goes to rank i mod world).
+    """
+    exact_num_bottom = 0
+    exact_num_top = 2
+    _setup_transform = DataLayer._setup_transform
+    _load_mean_file = DataLayer._load_mean_file
+
+    @property
+    def draws_from_data_stream(self):
+        return bool(self.param.image_data_param.shuffle or self.param.image_data_param.rand_skip)
+
+    def setup(self, bottom, top):
+        p = self.param.image_data_param
+        if (p.new_height == 0) != (p.new_width == 0):
+            raise self.error(f"image_data_param new_height ({p.new_height}) and new_width "
+                             f"({p.new_width}) must both be set or both be 0")
+        if p.batch_size <= 0:
+            raise self.error("image_data_param batch_size must be positive")
+        if not p.source:
+            raise self.error("image_data_param source is empty: give a list file of "
+                             "'path label' lines")
+        self.batch_size = int(p.batch_size)
+        self._lines = self._read_list(p.source)
+        self._order = np.arange(len(self._lines))
+        if p.shuffle:
+            self._order = rng.data_generator().permutation(len(self._lines))
+        self._pos = 0
+        self.offset = 0
+        if p.rand_skip:
+            skip = int(rng.data_generator().integers(int(p.rand_skip)))
+            self._pos = skip % len(self._lines)
+        self._setup_transform()
+        first = self._load(self._lines[self._order[self._pos]][0])
+        self._image_shape = first.shape
+        top[0].reshape((self.batch_size,) + self.transformer.output_shape(*first.shape))
+        top[1].reshape((self.batch_size,))
+
+    def _read_list(self, source):
+        try:
+            with open(source) as f:
+                raw = f.read().splitlines()
+        except OSError as e:
+            raise self.error(f"cannot open image_data_param source '{source}': "
+                             f"{e.strerror}") from None
+        except UnicodeDecodeError:
+            raise self.error(f"image list '{source}' is not text (invalid UTF-8)") from None
+        lines = []
+        for number, line in enumerate(raw, 1):
+            line = line.strip()
+            if not line:
+                continue
+            path, _, label = line.rpartition(" ")
+            try:
+                value = int(label)
+            except ValueError:
+                raise self.error(f"{source}:{number}: expected 'path label' with an integer "
+                                 f"label, got '{line}'") from None
+            if not path:
+                raise self.error(f"{source}:{number}: no image path before the label")
+            lines.append((os.path.join(self.param.image_data_param.root_folder, path)
+                          if self.param.image_data_param.root_folder else path, value))
+        if not lines:
+            raise self.error(f"image list '{source}' lists no images")
+        return lines
+
+    def _load(self, path):
+        """One image as float32 (C, H, W): BGR (Caffe's OpenCV order) or gray, resized."""
+        from PIL import Image, UnidentifiedImageError
+        p = self.param.image_data_param
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB" if p.is_color else "L")
+                if p.new_height:
+                    im = im.resize((p.new_width, p.new_height), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32)
+        except FileNotFoundError:
+            raise self.error(f"image '{path}' not found (listed in "
+                             f"'{p.source}')") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise self.error(f"cannot decode image '{path}': {e}") from None
+        if a.ndim == 2:
+            return a[None]
+        return np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))  # RGB -> BGR, HWC -> CHW
+
+    def reshape(self, bottom, top):
+        self.kernel = "numpy"  # shapes are fixed in setup, as in Caffe
+
+    def _advance(self):
+        self._pos += 1
+        self.offset += 1
+        if self._pos == len(self._lines):
+            self._pos = 0
+            if self.param.image_data_param.shuffle:
+                self._order = rng.data_generator().permutation(len(self._lines))
+
+    def forward(self, bottom, top):
+        rank, world, stride = self._reading_shard()
+        images, labels = [], []
+        while len(images) < self.batch_size:
+            if not stride or self.offset % world == rank:
+                path, label = self._lines[self._order[self._pos]]
+                image = self._load(path)
+                if image.shape != self._image_shape:
+                    raise self.error(f"image '{path}' has shape {image.shape} (C, H, W); the "
+                                     f"first image had {self._image_shape}: set new_height and "
+                                     "new_width to resize them all")
+                images.append(image)
+                labels.append(label)
+            self._advance()
+        x = np.stack(images)
+        c, h, w = self._image_shape
+        draws = self.transformer.draw(len(images), h, w)
+        self.transformer.apply(x, top[0].data, draws)
+        top[1].data[...] = labels
+
+    def state_dict(self):
+        return {"order": self._order.copy(), "pos": self._pos, "offset": self.offset,
+                "num_lines": len(self._lines), **self._shard_state()}
+
+    def load_state_dict(self, state):
+        self._check_shard_state(state)
+        if int(state["num_lines"]) != len(self._lines):
+            raise self.error(f"saved reading position is for {int(state['num_lines'])} images, "
+                             f"the list now has {len(self._lines)}")
+        self._order = np.asarray(state["order"], dtype=np.int64)
+        self._pos, self.offset = int(state["pos"]), int(state["offset"])
