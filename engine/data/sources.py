@@ -251,3 +251,58 @@ class BatchReader:
         self._pending.clear()
         self.batches, self.seed = int(state["batches"]), int(state["seed"])
         self._perms.clear()
+
+
+class ClimateSource(Source):
+    """ExtremeWeather-layout images made on demand by the climate generator
+    (engine.data.climate.generator.generate_image): record i is a pure function of (seed,
+    split, i), so it needs no file and every rank makes the same record i.
+
+    Argument: "n=2000,seed=1,split=0,height=96,width=144,noise=1,normalize=1". Fields: images
+    (16, H, W) - with normalize, each variable standardised by the mean and deviation of the first
+    min(n, 32) records - and boxes (15, 5) (ymin, xmin, ymax, xmax, class; -1 rows pad)."""
+
+    def __init__(self, argument):
+        from .climate.generator import Config
+        settings = {"n": 1000, "seed": 0, "split": 0, "height": 96, "width": 144, "noise": 1.0,
+                    "normalize": 1}
+        for item in filter(None, argument.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in settings:
+                raise SourceError(f"climate source: unknown setting '{item}' (settings: "
+                                  f"{', '.join(settings)})")
+            try:
+                settings[key.strip()] = type(settings[key.strip()])(float(value))
+            except ValueError:
+                raise SourceError(f"climate source: '{item}' needs a number") from None
+        if settings["n"] < 1:
+            raise SourceError("climate source: n must be at least 1")
+        self.settings = settings
+        self.label = f"climate:{argument}"
+        self.config = Config(height=settings["height"], width=settings["width"],
+                             noise=settings["noise"])
+        self.fields = {"images": (16, self.config.height, self.config.width), "boxes": (15, 5)}
+        self.mean = self.std = None
+        if settings["normalize"]:
+            sample = self._make(np.arange(min(settings["n"], 32)))["images"]
+            self.mean = sample.mean(axis=(0, 2, 3))[:, None, None]
+            self.std = sample.std(axis=(0, 2, 3))[:, None, None] + 1e-6
+
+    def __len__(self):
+        return int(self.settings["n"])
+
+    def _make(self, indices):
+        from .climate.generator import generate_image
+        s = self.settings
+        images, boxes = zip(*[generate_image(s["seed"], s["split"], int(i), self.config)[:2]
+                              for i in indices])
+        return {"images": np.stack(images), "boxes": np.stack(boxes)}
+
+    def read(self, indices):
+        data = self._make(indices)
+        if self.mean is not None:
+            data["images"] = ((data["images"] - self.mean) / self.std).astype(np.float32)
+        return data
+
+
+register_source("climate", ClimateSource)

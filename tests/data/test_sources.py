@@ -96,3 +96,16 @@ def test_bad_sources_are_refused(tmp_path):
         engine.Net(bad, engine.TRAIN)
     with pytest.raises(LayerError, match="cannot open the HDF5 list"):
         engine.Net(NET.format(path="x").replace("npz:x", "hdf5:nowhere.txt"), engine.TRAIN)
+
+
+def test_climate_generator_is_a_source():
+    src = open_source("climate:n=5,seed=2,height=32,width=48,noise=0.5")
+    assert len(src) == 5 and src.fields == {"images": (16, 32, 48), "boxes": (15, 5)}
+    a, b = src.read(np.array([1, 3])), src.read(np.array([3]))
+    np.testing.assert_array_equal(a["images"][1], b["images"][0])  # record 3 is record 3
+    assert abs(float(a["images"].mean())) < 2.0  # standardised
+    r = BatchReader(src, 2, ["images", "boxes"], prefetch=1)
+    batch = r.next()
+    assert batch["images"].shape == (2, 16, 32, 48) and batch["boxes"].shape == (2, 15, 5)
+    with pytest.raises(SourceError, match="unknown setting 'colour=1'"):
+        open_source("climate:colour=1")
