@@ -2,7 +2,8 @@
 follows YOLO v1, Redmon et al. 2016), with the box encoding shared by the loss and the decoder.
 
 Prediction layout, per image and cell (gy, gx) of a Gh x Gw grid whose cells are `stride` pixels:
-    channel 0            objectness logit o          p_obj = sigmoid(o)
+    channel 0            objectness o                p_obj = sigmoid(o + log(q / (1 - q))), q the
+                                                     `obj_prior` (0.5: no offset)
     channels 1 .. C      class logits                p(class) = softmax
     channels C+1, C+2    ty, tx: the box centre inside the cell, in cell units (0..1)
     channels C+3, C+4    th, tw: log(height / prior_h), log(width / prior_w)
@@ -17,7 +18,17 @@ from ..layer import Layer
 from ..registry import register_layer
 
 DEFAULTS = {"num_classes": 4, "stride": 8.0, "prior": 8.0, "coord": 5.0, "size": 7.0,
-            "obj": 1.0, "noobj": 0.5, "cls": 1.0}
+            "obj": 1.0, "noobj": 0.5, "cls": 1.0, "obj_prior": 0.5}
+
+
+def obj_offset(obj_prior):
+    """The logit added to channel 0 so that a zero output means p_obj = obj_prior: the prior
+    initialisation of Lin et al. 2017 ("Focal loss"), written into the parametrisation because
+    Caffe's fillers cannot give one output channel of a convolution its own bias."""
+    p = float(obj_prior)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"obj_prior must lie in (0, 1), got {obj_prior}")
+    return float(np.log(p / (1.0 - p)))
 
 
 def _split_prior(prior):
@@ -67,7 +78,8 @@ def encode_targets(boxes, grid_shape, stride, prior, num_classes):
     return obj, cls, t
 
 
-def decode_predictions(pred, stride, prior, num_classes, score_threshold=0.01, top_k=100):
+def decode_predictions(pred, stride, prior, num_classes, score_threshold=0.01, top_k=100,
+                       obj_prior=0.5):
     """Boxes from a prediction blob (N, 5 + C, Gh, Gw) (the layout in the module docstring).
 
     Each cell proposes one box with its most probable class and score p_obj * p(class), as YOLO
@@ -80,7 +92,7 @@ def decode_predictions(pred, stride, prior, num_classes, score_threshold=0.01, t
         raise ValueError(f"prediction has {ch} channels; {num_classes} classes need "
                          f"{5 + num_classes}")
     ph, pw = _split_prior(prior)
-    p_obj = 1.0 / (1.0 + np.exp(-x[:, 0]))
+    p_obj = _sigmoid(x[:, 0] + obj_offset(obj_prior))
     logits = x[:, 1:1 + num_classes]
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     p_cls = e / e.sum(axis=1, keepdims=True)
@@ -152,7 +164,8 @@ class YoloDetectionLossLayer(Layer):
     for logs (no gradient, loss weight 0 by default).
     Params (python_param.param_str dict literal; defaults are Racah et al.'s penalties):
     num_classes 4, stride 8 (pixels per cell), prior 8 (box size, pixels, or (h, w)),
-    coord 5 (ty, tx), size 7 (th, tw), obj 1, noobj 0.5, cls 1.
+    coord 5 (ty, tx), size 7 (th, tw), obj 1, noobj 0.5, cls 1, obj_prior 0.5 (the objectness
+    a zero output means: 0.01 starts the net at "about 1 cell in 100 holds an object").
     With m the object cells, SL1 the smooth-L1 (Huber, beta 1) and w_n the labeled weights:
       L_n = coord * sum_m SL1(ty) + SL1(tx) + size * sum_m SL1(th) + SL1(tw)
             + obj * sum_m -log p_obj + noobj * sum_{not m} -log(1 - p_obj)
@@ -177,6 +190,10 @@ class YoloDetectionLossLayer(Layer):
         self.stride = float(p["stride"])
         self.prior = p["prior"]
         self.weights = {k: float(p[k]) for k in ("coord", "size", "obj", "noobj", "cls")}
+        try:
+            self.obj_offset = obj_offset(p["obj_prior"])
+        except ValueError as e:
+            raise self.error(str(e)) from None
         if self.num_classes < 1 or self.stride <= 0 or min(self.weights.values()) < 0:
             raise self.error(f"bad settings {p}: need num_classes >= 1, stride > 0 and "
                              "non-negative weights")
@@ -216,7 +233,7 @@ class YoloDetectionLossLayer(Layer):
         wsum = float(w.sum())
         self._norm = wsum if wsum > 0 else 1.0
         wn = w[:, None, None]
-        o = x[:, 0]
+        o = x[:, 0] + self.obj_offset
         logits = x[:, 1:1 + c]
         t = x[:, 1 + c:]
         # objectness: -log sigmoid(o) = softplus(-o); -log(1 - sigmoid(o)) = softplus(o)
@@ -250,7 +267,7 @@ class YoloDetectionLossLayer(Layer):
         W = self.weights
         c = self.num_classes
         obj, wn = self._obj, self._wn
-        o = bottom[0].data[:, 0]
+        o = bottom[0].data[:, 0] + self.obj_offset
         grad = np.zeros(bottom[0].shape)
         sig = _sigmoid(o)
         grad[:, 0] = wn * (W["obj"] * obj * (sig - 1.0) + W["noobj"] * (1 - obj) * sig)

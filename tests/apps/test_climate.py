@@ -54,6 +54,10 @@ def test_training_the_climate_net_lowers_its_loss(tiny):
         20.0 / (16 * 96 * 144))
     pred = climate.predict(solver, np.zeros((3, 16, 96, 144), np.float32), batch=2)
     assert pred.shape == (3, 9, 12, 18)
+    settings = climate.head_settings(solver)
+    assert settings["obj_prior"] == 0.01 and settings["stride"] == 8
+    # 96 / 8 = 12 and 144 / 8 = 18: the stride is the encoder's
+    assert len(climate.detect(pred, settings)) == 3
 
 
 def test_supervised_run_ignores_reconstruction(tiny):

@@ -27,7 +27,8 @@ def test_gradient_with_labeled_unlabeled_and_weighted_images():
     check_gradient(DEFAULT, [pred, boxes, np.array([1.0, 0.0, 1.0])], check_bottom=[0])
     check_gradient(DEFAULT, [pred, boxes, np.array([0.3, 1.0, 2.5])], check_bottom=[0])
     check_gradient(DEFAULT, [pred, boxes], check_bottom=[0])  # no weights: all labeled
-    other = LAYER % "{'coord': 2, 'size': 3, 'obj': 1.5, 'noobj': 0.2, 'cls': 0.7}"
+    other = LAYER % ("{'coord': 2, 'size': 3, 'obj': 1.5, 'noobj': 0.2, 'cls': 0.7, "
+                     "'obj_prior': 0.01}")
     check_gradient(other, [pred * 3, boxes, np.array([1.0, 1.0, 0.0])], check_bottom=[0])
 
 
@@ -84,6 +85,25 @@ def test_loss_value_by_hand():
     np.testing.assert_allclose(top[1].data, [coord, size, obj, noobj, cls], rtol=1e-12)
 
 
+def test_objectness_prior_offsets_the_logit():
+    pred, boxes = batch()
+    plain = layer_from_text(DEFAULT)
+    _, t0 = run_forward(plain, [pred, boxes], n_top=2)
+    shifted = pred.copy()
+    offset = np.log(0.01 / 0.99)
+    shifted[:, 0] -= offset  # the same probabilities, expressed with the prior's offset
+    prior = layer_from_text(LAYER % "{'obj_prior': 0.01}")
+    _, t1 = run_forward(prior, [shifted, boxes], n_top=2)
+    np.testing.assert_allclose(t1[1].data, t0[1].data, rtol=1e-10)
+    a = decode_predictions(pred, 8.0, 8.0, 4, score_threshold=0.0)
+    b = decode_predictions(shifted, 8.0, 8.0, 4, score_threshold=0.0, obj_prior=0.01)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-10)
+    # a zero output means p_obj = obj_prior
+    zero = np.zeros((1, 9, 1, 1))
+    d = decode_predictions(zero, 8.0, 8.0, 4, score_threshold=0.0, obj_prior=0.01)
+    assert d[0][0, 5] == pytest.approx(0.01 * 0.25)
+
+
 def test_encode_decode_round_trip_and_one_box_per_cell():
     boxes = -np.ones((2, 5, 5))
     boxes[0, 0] = [10.0, 20.0, 26.0, 50.0, 3]
@@ -112,6 +132,8 @@ def test_encode_decode_round_trip_and_one_box_per_cell():
 
 def test_bad_inputs_raise_layer_errors():
     pred, boxes = batch()
+    with pytest.raises(LayerError, match="obj_prior"):
+        run_forward(layer_from_text(LAYER % "{'obj_prior': 1.0}"), [pred, boxes])
     with pytest.raises(LayerError, match="unknown keys"):
         run_forward(layer_from_text(LAYER % "{'gamma': 2}"), [pred, boxes])
     with pytest.raises(LayerError, match=r"expected \(N, 9, Gh, Gw\)"):

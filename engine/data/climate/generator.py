@@ -54,6 +54,8 @@ CLASSES = ("tropical_depression", "tropical_cyclone", "extratropical_cyclone",
            "atmospheric_river")
 TD, TC, ETC, AR = range(4)
 MAX_BOXES = 15
+# Bumped whenever a change alters the images drawn for a seed (caches key on it).
+GENERATOR_VERSION = 2
 BOX_FRACTION = 0.25  # share of the peak anomaly that bounds an event's box
 
 
@@ -314,22 +316,51 @@ def place_events(rng, grid, config, tries=30):
 
 # -- assembling an image ---------------------------------------------------------------------------
 
-def background(grid, rng, noise):
-    """Climatology + correlated noise, before events: a dict of base fields."""
+def storm_track(lat, tropics, midlatitudes):
+    """A noise amplitude growing from its tropical value to its mid-latitude peak near 50
+    degrees: day-to-day weather is far stronger in the storm tracks than in the tropics (the
+    standard deviation of daily sea-level pressure is ~2 hPa near the equator and ~8-12 hPa in
+    the winter storm tracks; Blackmon et al. 1977, J. Atmos. Sci. 34, 1040; ERA-Interim)."""
+    return tropics + (midlatitudes - tropics) * np.exp(-((np.abs(lat) - 50.0) / 18.0) ** 2)
+
+
+def geostrophic_wind(grid, p):
+    """(u, v) in balance with a pressure perturbation p (Pa): u = -dp/dy / (rho f),
+    v = dp/dx / (rho f). f is held at its 20-degree value closer to the equator (balance fails
+    there) and the result fades out inside ~15 degrees, where the pressure noise is weak anyway."""
     lat = grid.lat2d
-    z = P.smooth_noise(rng, grid, 900.0, 4) * noise       # synoptic scale: pressure, winds
+    f = P.coriolis(np.where(np.abs(lat) < 20.0, np.sign(lat + 1e-9) * 20.0, lat))
+    rho = 1.2  # kg m^-3, near-surface air
+    dpdy = np.gradient(p, grid.dy_km * 1e3, axis=0)
+    dpdx = (np.roll(p, -1, axis=1) - np.roll(p, 1, axis=1)) / (2e3 * grid.dx_km(lat))
+    fade = 1.0 - np.exp(-(lat / 15.0) ** 2)
+    return -dpdy / (rho * f) * fade, dpdx / (rho * f) * fade
+
+
+def background(grid, rng, noise):
+    """Climatology + correlated noise, before events: a dict of base fields.
+
+    Synoptic noise (~900 km) in pressure, with winds in geostrophic balance with it outside the
+    tropics (so the background holds ordinary, unlabelled lows and highs that turn the right way,
+    as real weather does), plus its own unbalanced part; mesoscale noise (~500 km) in
+    temperature, moisture and rain. Amplitudes follow storm_track()."""
+    lat = grid.lat2d
+    z = P.smooth_noise(rng, grid, 900.0, 3) * noise       # synoptic scale: pressure, winds
     m = P.smooth_noise(rng, grid, 500.0, 8) * noise       # mesoscale: temperature, moisture, rain
+    p_noise = 100.0 * storm_track(lat, 1.5, 8.0) * z[0]   # hPa -> Pa
+    ug, vg = geostrophic_wind(grid, p_noise)
+    unbalanced = storm_track(lat, 2.0, 2.5)
     return dict(
-        psl=P.clim_psl(lat) + 250.0 * z[0],                # ~2.5 hPa
-        ts=P.clim_ts(lat) + 1.5 * m[0],
-        t500=P.clim_t500(lat) + 1.0 * m[1],
-        t200=P.clim_t200(lat) + 0.7 * m[2],
+        psl=P.clim_psl(lat) + p_noise,
+        ts=P.clim_ts(lat) + storm_track(lat, 1.0, 3.0) * m[0],
+        t500=P.clim_t500(lat) + storm_track(lat, 0.7, 2.0) * m[1],
+        t200=P.clim_t200(lat) + storm_track(lat, 0.5, 1.5) * m[2],
         tmq_factor=np.exp(0.12 * m[3]),                     # ~12 % moisture fluctuations
         rh=0.78 + 0.05 * m[4],
         prect_factor=np.exp(0.8 * m[5] - 0.32),             # lognormal, mean 1: patchy rain
-        u850=P.clim_u850(lat) + 2.5 * z[1],
-        v850=P.clim_v850(lat) + 2.5 * z[2],
-        ubot_noise=0.5 * m[6], vbot_noise=0.5 * m[7], wind_bottom_noise=z[3],
+        u850=P.clim_u850(lat) + ug + unbalanced * z[1],
+        v850=P.clim_v850(lat) + vg + unbalanced * z[2],
+        ubot_noise=0.5 * m[6], vbot_noise=0.5 * m[7],
     )
 
 

@@ -14,7 +14,9 @@ them. Tops: images (B,16,H,W) normalised per channel, boxes (B,15,5), labeled (B
 param_str keys: source (HDF5 file), stats (a JSON file with per-channel "mean" and "std";
 default: computed from the source's images), labeled_per_batch, unlabeled_per_batch (ints),
 shuffle (default true in TRAIN, false in TEST: each pool is then read in file order, cycling),
-downsample (block-average factor for real 768 x 1152 files, default 1), box_order ("yxyx").
+downsample (block-average factor for real 768 x 1152 files, default 1), box_order ("yxyx"),
+preload (default false: read each batch from the file; true: hold the normalised images of this
+layer's shard in memory, ~0.9 MB per 96 x 144 image, and read no more).
 Shuffles draw from a generator spawned from engine.rng's data stream at setup, so a seeded solver
 repeats its batches. set_shard(rank, world) keeps the images with index % world == rank.
 """
@@ -28,7 +30,7 @@ from ...layer import Layer, TRAIN
 from .io import ExtremeWeatherFile, normalize
 
 _KEYS = {"source", "stats", "labeled_per_batch", "unlabeled_per_batch", "shuffle", "downsample",
-         "box_order"}
+         "box_order", "preload"}
 
 
 class _Pool:
@@ -86,6 +88,7 @@ class SemiSupervisedData(Layer):
             stats = self.file.channel_stats()
         self.stats = {"mean": np.asarray(stats["mean"]), "std": np.asarray(stats["std"])}
         self._generator = rng.spawn_data_generator()
+        self.preload = bool(p.get("preload", False))
         self.rank, self.world_size = 0, 1
         self._make_pools()
 
@@ -100,6 +103,13 @@ class SemiSupervisedData(Layer):
                                  f"the batch asks for {need}")
         self.pools = (_Pool(lab, self.shuffle, self._generator),
                       _Pool(unl, self.shuffle, self._generator))
+        self._memory = None
+        if self.preload:
+            rows = np.nonzero(mine)[0]
+            images, boxes = self.file.read(rows)
+            slot = np.full(len(mask), -1, np.int64)
+            slot[rows] = np.arange(len(rows))
+            self._memory = (slot, normalize(images, self.stats), boxes)
 
     def set_shard(self, rank, world):
         self.rank, self.world_size = int(rank), int(world)
@@ -114,10 +124,15 @@ class SemiSupervisedData(Layer):
 
     def forward(self, bottom, top):
         idx = np.concatenate([self.pools[0].take(self.n_lab), self.pools[1].take(self.n_unl)])
-        images, boxes = self.file.read(idx)
+        if self._memory is not None:
+            slot, images, boxes = self._memory
+            top[0].data[...] = images[slot[idx]]
+            boxes = boxes[slot[idx]]
+        else:
+            images, boxes = self.file.read(idx)
+            top[0].data[...] = normalize(images, self.stats)
         labeled = np.r_[np.ones(self.n_lab), np.zeros(self.n_unl)]
         boxes[self.n_lab:] = -1.0  # unlabeled: the truth stays hidden from training
-        top[0].data[...] = normalize(images, self.stats)
         top[1].data[...] = boxes
         top[2].data[...] = labeled
         self.last_indices = idx

@@ -44,7 +44,8 @@ def generate_split(path, n, seed, split, config=None, labeled_fraction=1.0, work
     split_id = SPLIT_IDS[split]
     grid = P.Grid(config.height, config.width)
     jobs = [(seed, split_id, s, min(s + chunk, n), config.to_json()) for s in range(0, n, chunk)]
-    attrs = {"generator_config": config.to_json(), "seed": int(seed), "split": split,
+    attrs = {"generator_config": config.to_json(), "generator_version": G.GENERATOR_VERSION,
+             "seed": int(seed), "split": split,
              "labeled_fraction": float(labeled_fraction),
              "grid": f"{grid.height}x{grid.width} cells of {grid.dlat:g} x {grid.dlon:g} deg, "
                      "centres from -90+dlat/2 north and from dlon/2 east"}
