@@ -65,9 +65,12 @@ def test_synchronous_group_equals_one_process_with_the_whole_batch(tmp_path, ran
 def test_hybrid_trains_through_parameter_servers(tmp_path, ranks, groups, servers):
     write_dataset(tmp_path, n=240)
     iters = 24
-    write_solver(tmp_path, RANK_BATCH, iters, kind="SGD", lr=0.1)
+    write_solver(tmp_path, RANK_BATCH, iters, kind="SGD", lr=0.05)
+    # momentum 0.9 on top of asynchrony's implicit momentum can diverge with 4 groups: the
+    # servers lower it by 1 - 1/groups (-momentum_correction)
     res = run_mpi(ranks, ["train", "-solver", "solver.prototxt", "-groups", str(groups),
-                          "-servers", str(servers), "-timeline", "trace.json"], cwd=tmp_path)
+                          "-servers", str(servers), "-timeline", "trace.json",
+                          "-momentum_correction"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     size = (ranks - servers) // groups
     assert f"{groups} group(s) of {size} + {servers} parameter server(s)" in res.stderr
@@ -252,12 +255,12 @@ def _staleness(stderr):
 
 
 def test_max_staleness_bounds_a_straggling_group(tmp_path):
-    """Group 1 (rank 1) runs 4x slower: unbounded, its gradients land several updates late;
+    """Group 1 (rank 1) runs 25x slower: unbounded, its gradients land several updates late;
     with -max_staleness 0 the groups move in lockstep and no gradient is more than G-1 = 1
     update late. Per-rank logs go to -log_dir."""
     write_dataset(tmp_path, n=240)
     write_solver(tmp_path, RANK_BATCH, 30)
-    slow = {"CREMA_EMULATE_STRAGGLER": "1:4"}
+    slow = {"CREMA_EMULATE_STRAGGLER": "1:25"}  # the tiny net computes in milliseconds
     free = run_mpi(3, ["train", "-solver", "solver.prototxt", "-groups", "2", "-servers", "1"],
                    cwd=tmp_path, env=slow)
     assert free.returncode == 0, free.stderr[-3000:]
@@ -269,7 +272,7 @@ def test_max_staleness_bounds_a_straggling_group(tmp_path):
         assert m, stderr[-3000:]
         return int(m.group(1)), int(m.group(2))
     fast, slow = contributions(free.stderr)
-    assert fast >= 1.5 * slow and fast >= slow + 4  # unbounded, the fast group runs ahead
+    assert fast >= 2 * slow and fast >= slow + 6  # unbounded, the fast group runs ahead
     fast, slow = contributions(bound.stderr)
     assert abs(fast - slow) <= 1  # bounded by 0, the groups take turns
     _, bound_max = _staleness(bound.stderr)
