@@ -54,7 +54,7 @@ def build_parser():
     ap.add_argument("--labeled", type=float, default=0.1,
                     help="labeled fraction of the training images (default 0.1)")
     ap.add_argument("--iters", type=int, default=600,
-                    help="iterations per model, batches of 2 labeled + 6 unlabeled (default 600)")
+                    help="iterations per model, batches of 1 labeled + 7 unlabeled (default 600)")
     ap.add_argument("--lambda", dest="lam", type=float, default=10.0,
                     help="weight of the reconstruction MSE in the semi-supervised run (default 10,"
                          " the paper's)")
@@ -158,16 +158,18 @@ def train(args, paths, lam, label):
         def after_update(self, s):
             self.bar.update(1)
             out = s.net.blobs
+            recon = out["reconstruction_loss"]
+            # EuclideanLoss is sum of squares / (2 N): back to a mean squared error per value
+            mse = 2.0 * float(recon.data) / (out["images"].count / out["images"].shape[0])
             self.bar.set_postfix(det=f"{float(out['detection_loss'].data):.2f}",
-                                 rec=f"{float(out['reconstruction_loss'].data):.3f}",
-                                 refresh=False)
+                                 mse=f"{mse:.3f}", refresh=False)
 
     progress = solver.add_hooks(Progress())
     t0 = time.perf_counter()
     solver.solve()
     progress.bar.close()
     seconds = time.perf_counter() - t0
-    print(f"training ({label}, lambda {lam:g}): {args.iters} iterations of 2 labeled + 6 "
+    print(f"training ({label}, lambda {lam:g}): {args.iters} iterations of 1 labeled + 7 "
           f"unlabeled images in {seconds:.0f} s", flush=True)
     return solver, seconds
 

@@ -138,35 +138,41 @@ class ExtremeWeatherFile:
         boxes[pad] = -1.0
         return boxes
 
-    def channel_stats(self, indices=None, chunk=32):
+    def channel_stats(self, indices=None, chunk=32, zonal=False):
         """Per-channel statistics over the given images (all by default), read in chunks so a
-        62-GB year never sits in memory: a dict of (16,) float64 arrays mean, std, min, max.
-        Normalise with `normalize(images, stats)`."""
+        62-GB year never sits in memory: a dict of float64 arrays mean, std, min, max, each (16,)
+        or, with zonal=True, (16, H): one value per channel and latitude row (the zonal-mean
+        climatology and the standard deviation about it). Normalise with `normalize`."""
         idx = np.sort(self._rows(indices))
-        c = len(VARIABLES)
-        total = np.zeros(c)
-        total_sq = np.zeros(c)
-        lo = np.full(c, np.inf)
-        hi = np.full(c, -np.inf)
+        c, h = len(VARIABLES), self.shape[1]
+        rows = h if zonal else 1
+        total = np.zeros((c, rows))
+        total_sq = np.zeros((c, rows))
+        lo = np.full((c, rows), np.inf)
+        hi = np.full((c, rows), -np.inf)
         count = 0
         for start in range(0, len(idx), chunk):
             block, _ = self.read(idx[start:start + chunk])
-            flat = block.transpose(1, 0, 2, 3).reshape(c, -1).astype(np.float64)
-            # shift by the running first-chunk mean: sums of squares stay well conditioned
+            # (channel, row or 1, everything else)
+            flat = block.transpose(1, 2, 0, 3).reshape(c, rows, -1).astype(np.float64)
+            # shift by the first chunk's mean: sums of squares stay well conditioned
             if count == 0:
-                shift = flat.mean(axis=1)
-            d = flat - shift[:, None]
-            total += d.sum(axis=1)
-            total_sq += (d ** 2).sum(axis=1)
-            lo = np.minimum(lo, flat.min(axis=1))
-            hi = np.maximum(hi, flat.max(axis=1))
-            count += flat.shape[1]
+                shift = flat.mean(axis=2)
+            d = flat - shift[..., None]
+            total += d.sum(axis=2)
+            total_sq += (d ** 2).sum(axis=2)
+            lo = np.minimum(lo, flat.min(axis=2))
+            hi = np.maximum(hi, flat.max(axis=2))
+            count += flat.shape[2]
         if count == 0:
             raise CremaError(f"{self.path}: no images to compute statistics from")
         mean_d = total / count
         var = np.maximum(total_sq / count - mean_d ** 2, 0.0)
-        return {"mean": shift + mean_d, "std": np.sqrt(var), "min": lo, "max": hi,
-                "variables": list(VARIABLES)}
+        out = {"mean": shift + mean_d, "std": np.sqrt(var), "min": lo, "max": hi}
+        if not zonal:
+            out = {k: v[:, 0] for k, v in out.items()}
+        out["variables"] = list(VARIABLES)
+        return out
 
     def close(self):
         self._f.close()
@@ -202,17 +208,26 @@ def stats_of(images):
 
 def normalize(images, stats, mode="zscore"):
     """Per-channel normalisation. zscore: (x - mean) / std; minmax: hur-detect's mapping of
-    [min, max] onto [-1, 1], (x - mid) / halfrange. A constant channel becomes 0."""
+    [min, max] onto [-1, 1], (x - mid) / halfrange. Statistics of shape (16,) apply to whole
+    channels; of shape (16, H) (channel_stats(zonal=True)) to each latitude row, which turns the
+    fields into standardised anomalies from the zonal-mean climatology. A scale below 1 % of
+    its channel's median (a constant row or channel) is raised to it (or to 1 when all are 0)."""
     x = np.asarray(images, np.float32)
-    shape = (1, -1, 1, 1)
     if mode == "zscore":
-        centre, scale = np.asarray(stats["mean"]), np.asarray(stats["std"])
+        centre, scale = np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64)
     elif mode == "minmax":
-        lo, hi = np.asarray(stats["min"]), np.asarray(stats["max"])
+        lo, hi = np.asarray(stats["min"], np.float64), np.asarray(stats["max"], np.float64)
         centre, scale = (hi + lo) / 2, (hi - lo) / 2
     else:
         raise CremaError(f"normalize: mode must be 'zscore' or 'minmax', got {mode!r}")
-    scale = np.where(scale > 0, scale, 1.0)
+    if centre.ndim == 2 and centre.shape[1] != x.shape[2]:
+        raise CremaError(f"normalize: zonal statistics for {centre.shape[1]} rows, images have "
+                         f"{x.shape[2]}")
+    shape = (1, x.shape[1], -1, 1)
+    c = x.shape[1]
+    floor = 0.01 * np.median(scale.reshape(c, -1), axis=1)
+    floor = np.where(floor > 0, floor, 1.0).reshape((c,) + (1,) * (scale.ndim - 1))
+    scale = np.maximum(scale, floor)
     return ((x - centre.reshape(shape).astype(np.float32))
             / scale.reshape(shape).astype(np.float32)).astype(np.float32)
 

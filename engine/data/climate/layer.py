@@ -3,7 +3,7 @@
     layer { name: "data" type: "Python" top: "images" top: "boxes" top: "labeled"
             python_param { module: "engine.data.climate.layer" layer: "SemiSupervisedData"
                            param_str: "{'source': 'train.h5', 'stats': 'stats.json',
-                                        'labeled_per_batch': 2, 'unlabeled_per_batch': 6}" } }
+                                        'labeled_per_batch': 1, 'unlabeled_per_batch': 7}" } }
 
 Every batch holds `labeled_per_batch` images drawn from the file's labeled images followed by
 `unlabeled_per_batch` drawn from the others, so each iteration sees the same mix (with 10 %

@@ -192,3 +192,22 @@ def test_semi_supervised_data_layer_mixes_batches_and_hides_unlabeled_boxes(tmp_
     for s in seen:
         again.forward([], tops2)
         np.testing.assert_array_equal(again.last_indices, s)
+
+
+def test_zonal_statistics_give_standardised_anomalies(tmp_path):
+    path = tmp_path / "z.h5"
+    g = np.random.default_rng(4)
+    n, h, w = 6, 8, 10
+    # a climatology varying with the row, plus noise whose size also varies with the row
+    rows = np.arange(h)[None, None, :, None]
+    images = (100.0 * rows + (1.0 + rows) * g.normal(size=(n, 16, h, w))).astype(np.float32)
+    write_extremeweather(path, images, -np.ones((n, 15, 5)))
+    with ExtremeWeatherFile(path) as f:
+        z = f.channel_stats(zonal=True, chunk=4)
+        flat = f.channel_stats()
+    assert z["mean"].shape == (16, h) and flat["mean"].shape == (16,)
+    np.testing.assert_allclose(z["mean"], images.mean(axis=(0, 3)), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(z["std"], images.std(axis=(0, 3)), rtol=1e-5)
+    a = normalize(images, z)
+    np.testing.assert_allclose(a.mean(axis=(0, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(a.std(axis=(0, 3)), 1, rtol=1e-4)
