@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import crema_pb2
 from ..errors import CremaError
+from . import cache_dir
 
 log = logging.getLogger("crema")
 REPO = Path(__file__).resolve().parents[2]
@@ -38,15 +39,9 @@ NMS_IOU = 0.4
 SHORT = ("TD", "TC", "ETC", "AR")
 
 
-def default_cache():
-    base = os.environ.get("CREMA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "crema")
-    return os.path.join(base, "climate-demo")
-
-
 def build_parser():
     ap = argparse.ArgumentParser(prog="crema demo climate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", default=default_cache(),
+    ap.add_argument("--cache", default=cache_dir("climate-demo"),
                     help="folder for the generated data (default: %(default)s; CREMA_CACHE)")
     ap.add_argument("--out", default="climate-demo", help="folder for the plot and result files")
     ap.add_argument("--train", type=int, default=1000, help="training images (default 1000)")

@@ -26,21 +26,16 @@ import numpy as np
 
 from .. import crema_pb2
 from ..errors import CremaError
+from . import cache_dir
 
 log = logging.getLogger("crema")
 REPO = Path(__file__).resolve().parents[2]
 NET_FILE = REPO / "examples" / "hep" / "hep_{size}_train_test.prototxt"
 
 
-def default_cache():
-    base = os.environ.get("CREMA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "crema")
-    return os.path.join(base, "hep-demo")
-
-
 def build_parser():
     ap = argparse.ArgumentParser(prog="crema demo hep", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", default=default_cache(),
+    ap.add_argument("--cache", default=cache_dir("hep-demo"),
                     help="folder for the generated events (default: %(default)s; CREMA_CACHE)")
     ap.add_argument("--out", default="hep-demo", help="folder for the ROC plot, table, weights")
     ap.add_argument("--signal", type=int, default=1500, help="signal events to generate")

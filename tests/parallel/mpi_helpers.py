@@ -33,21 +33,31 @@ def crema_command(*args):
     return [sys.executable, "-m", "engine.cli", *args]
 
 
-def run_mpi(n, args, cwd, timeout=120, env=None):
-    """Run `crema args...` on n ranks; returns CompletedProcess (text). Kills the whole launch
-    on timeout and fails the test."""
+def mpi_command(n, argv, timeout=None):
+    """`mpiexec -n N argv...`; with `timeout`, bounded by coreutils' timeout (SIGTERM at
+    `timeout` seconds, SIGKILL 10 s later), so that a hung rank cannot outlive the test even if
+    the test process dies. Without it the caller bounds the launch itself."""
+    bound = ["timeout", "-k", "10", str(int(timeout))] if timeout else []
+    return [*bound, MPIEXEC, "-n", str(n), *argv]
+
+
+def run_mpi(n, args, cwd, timeout=120, env=None, argv=None):
+    """Run `crema args...` (or `argv`) on n ranks; returns CompletedProcess (text). Kills the
+    whole launch on timeout and fails the test."""
     full_env = dict(os.environ)
     full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env.update(env or {})
-    cmd = [MPIEXEC, "-n", str(n), *crema_command(*args)]
+    cmd = mpi_command(n, argv or crema_command(*args), timeout)
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=full_env, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout + 15)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"{' '.join(cmd)} ran past {timeout} s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
+    if proc.returncode in (124, 137):  # coreutils timeout ended it
+        pytest.fail(f"{' '.join(cmd)} ran past {timeout} s\nstderr:\n{err[-4000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

@@ -223,14 +223,19 @@ def test_sigint_stops_every_rank_with_a_snapshot(tmp_path, ranks, layout):
     import os
     import signal
     import subprocess
-    from tests.parallel.mpi_helpers import MPIEXEC, crema_command
+    import threading
+    from tests.parallel.mpi_helpers import crema_command, mpi_command
     write_dataset(tmp_path, n=240)
     write_solver(tmp_path, RANK_BATCH, 10 ** 7, lr=0.01)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([MPIEXEC, "-n", str(ranks),
-                             *crema_command("train", "-solver", "solver.prototxt", *layout)],
+    # mpiexec itself must get the SIGINT, so no timeout(1) in front: the watchdog timer below
+    # kills the whole launch after 120 s whatever happens
+    proc = subprocess.Popen(mpi_command(ranks, crema_command("train", "-solver", "solver.prototxt",
+                                                             *layout)),
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
+    watchdog = threading.Timer(120, os.killpg, (proc.pid, signal.SIGKILL))
+    watchdog.start()
     try:
         lines = []
         for line in proc.stderr:  # wait until training runs
@@ -242,6 +247,9 @@ def test_sigint_stops_every_rank_with_a_snapshot(tmp_path, ranks, layout):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the job did not stop after SIGINT")
+    finally:
+        watchdog.cancel()
+    assert proc.returncode != -signal.SIGKILL, "the job hung before training started"
     err = "".join(lines) + rest
     assert proc.returncode == 0, err[-3000:]
     assert err.count("Optimization stopped early.") == 1

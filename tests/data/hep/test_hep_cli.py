@@ -42,9 +42,6 @@ def test_tiny_run(tmp_path, capsys):
 def test_mpi_ranks_write_the_same_files_as_one_process(tmp_path):
     """Under mpirun -n 2 each rank generates every other block and rank 0 writes: the files equal
     those of a single process with the same seed."""
-    import os
-    import shutil
-    import subprocess
     import sys
 
     import numpy as np
@@ -52,17 +49,15 @@ def test_mpi_ranks_write_the_same_files_as_one_process(tmp_path):
     pytest.importorskip("pythia8mc", reason="pythia8mc (Pythia 8 Python bindings) is not "
                                             "installed: pip install pythia8mc==8.317.2")
     pytest.importorskip("fastjet", reason="fastjet is not installed: pip install fastjet")
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed")
-    bindir = os.path.dirname(sys.executable)
-    mpirun = shutil.which("mpirun", path=bindir + os.pathsep + os.environ.get("PATH", ""))
-    if mpirun is None:
-        pytest.skip("no mpirun on PATH or beside the Python interpreter")
+    from tests.parallel.mpi_helpers import REASON, run_mpi
+    if REASON:
+        pytest.skip(REASON)
     args = ["--signal", "2", "--background", "2", "--size", "8", "--seed", "9",
             "--block-size", "1", "--preselection", "none", "--pthat-slices", "400",
             "--split", "train=0.5,test=0.5", "--quiet"]
-    proc = subprocess.run([mpirun, "-n", "2", sys.executable, "-m", "engine.data.hep",
-                           "--out", str(tmp_path / "mpi"), "--mpi", "on", *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_mpi(2, None, tmp_path, timeout=300,
+                   argv=[sys.executable, "-m", "engine.data.hep", "--out", str(tmp_path / "mpi"),
+                         "--mpi", "on", *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert cli.main(["--out", str(tmp_path / "one"), "--mpi", "off", *args]) == 0
     meta = json.loads((tmp_path / "mpi" / "meta.json").read_text())
