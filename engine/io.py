@@ -11,15 +11,24 @@ class BlobShapeError(WeightsError, ValueError):
 
 def blobproto_to_array(blob, return_diff=False):
     """BlobProto -> float32 array. Uses `shape` when present, else the legacy num/channels/height/
-    width (which Caffe writes for 4-D blobs in old files); double_data is accepted too."""
+    width (which Caffe writes for 4-D blobs in old files), else a 0-d array for a single value;
+    double_data is accepted too."""
     if blob.HasField("shape"):
         shape = tuple(blob.shape.dim)
     elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") \
             or blob.HasField("width"):
         shape = (blob.num, blob.channels, blob.height, blob.width)
-    else:  # pycaffe fails to reshape such a blob (a ValueError); so does crema, saying why
-        raise BlobShapeError("BlobProto has no shape (neither `shape` nor num/channels/height/"
-                             f"width) for its {len(blob.data) or len(blob.double_data)} values")
+    else:
+        # No shape at all is a 0-d shape (Caffe's BlobShape with no dim): a scalar, which holds
+        # exactly one value. pycaffe fails to reshape more values (a ValueError); so does crema,
+        # saying why.
+        count = len(blob.diff or blob.double_diff) if return_diff else \
+            len(blob.data or blob.double_data)
+        if count != 1:
+            raise BlobShapeError("BlobProto has no shape (neither `shape` nor num/channels/"
+                                 f"height/width) for its {count} values; only a single value "
+                                 "(a scalar) needs none")
+        shape = ()
     if return_diff:
         values = blob.diff if len(blob.diff) else blob.double_diff
     else:

@@ -24,6 +24,18 @@ def test_blobproto_without_shape_raises_value_error():
         io.blobproto_to_array(blob)
 
 
+def test_blobproto_without_shape_holding_one_value_is_a_scalar():
+    blob = crema_pb2.BlobProto()
+    blob.data.append(-2.5)
+    arr = io.blobproto_to_array(blob)
+    assert arr.shape == () and arr == np.float32(-2.5)
+    blob.diff.append(4.0)
+    assert io.blobproto_to_array(blob, return_diff=True) == np.float32(4.0)
+    empty = crema_pb2.BlobProto()
+    with pytest.raises(ValueError, match="its 0 values"):
+        io.blobproto_to_array(empty)
+
+
 def test_load_image_color_and_gray(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     Image.fromarray(a).save(tmp_path / "x.png")
