@@ -302,17 +302,23 @@ class DataLayer(ShardedReader, Layer):
         if min(c, h, w) <= 0:
             raise self.error(f"datum in '{self.param.data_param.source}' has shape "
                              f"({c}, {h}, {w}); channels, height and width must be positive")
+        self._check_transform_fits(datum_shape, "the datum", "the datums are")
+        return self.transformer.output_shape(c, h, w)
+
+    def _check_transform_fits(self, shape, one, all_are):
+        """Caffe's DataTransformer checks of crop_size and the mean against inputs of `shape`
+        (C, H, W); `one` names one input and `all_are` all of them in the messages."""
+        c, h, w = shape
         t = self.transformer
         if t.crop_size and (t.crop_size > h or t.crop_size > w):
-            raise self.error(f"crop_size {t.crop_size} is larger than the datum ({h}x{w})")
+            raise self.error(f"crop_size {t.crop_size} is larger than {one} ({h}x{w})")
         if t.mean is not None:
             if t.mean.ndim == 3 and t.mean.shape != (c, h, w):
-                raise self.error(f"mean_file '{self._mean_file}' has shape {t.mean.shape} but the "
-                                 f"datums are ({c}, {h}, {w})")
+                raise self.error(f"mean_file '{self._mean_file}' has shape {t.mean.shape} but "
+                                 f"{all_are} ({c}, {h}, {w})")
             if t.mean.ndim == 1 and t.mean.shape[0] not in (1, c):
                 raise self.error(f"transform_param gives {t.mean.shape[0]} mean_value values; "
                                  f"give 1 or one per channel ({c})")
-        return t.output_shape(c, h, w)
 
     def _read_values(self):
         reader, n = self._reader, self.batch_size
@@ -478,7 +484,8 @@ class ImageDataLayer(ShardedReader, Layer):
     contain spaces), root_folder (prefixed to every path), batch_size, shuffle (the list is
     shuffled at setup and at every pass, from engine.rng's data stream so that ranks agree),
     new_height/new_width (resize to both, or neither), is_color (3 channels in Caffe's BGR order,
-    else 1 gray channel), rand_skip (skip a random number of lines at the start).
+    else 1 gray channel), rand_skip (skip a random number of lines in [0, rand_skip) at the
+    start; as in Caffe, a draw past the end of the list is refused).
     transform_param: scale, mirror, crop_size, mean_file or mean_value, as the Data layer.
     The shape comes from the first image; every image must resize to it. Images are decoded with
     Pillow (Caffe uses OpenCV: JPEG decoders and bilinear resampling differ by a pixel level).
@@ -488,6 +495,7 @@ class ImageDataLayer(ShardedReader, Layer):
     exact_num_top = 2
     _setup_transform = DataLayer._setup_transform
     _load_mean_file = DataLayer._load_mean_file
+    _check_transform_fits = DataLayer._check_transform_fits
 
     @property
     def draws_from_data_stream(self):
@@ -511,11 +519,19 @@ class ImageDataLayer(ShardedReader, Layer):
         self._pos = 0
         self.offset = 0
         if p.rand_skip:
+            # Caffe draws the skip in [0, rand_skip) and refuses one that passes the list's end
             skip = int(rng.data_generator().integers(int(p.rand_skip)))
-            self._pos = skip % len(self._lines)
+            if skip >= len(self._lines):
+                raise self.error(f"rand_skip {p.rand_skip} drew a skip of {skip} lines, but "
+                                 f"'{p.source}' lists only {len(self._lines)} images (not enough "
+                                 "points to skip); keep rand_skip at most the number of images")
+            self._pos = skip
         self._setup_transform()
-        first = self._load(self._lines[self._order[self._pos]][0])
+        first_path = self._lines[self._order[self._pos]][0]
+        first = self._load(first_path)
         self._image_shape = first.shape
+        self._check_transform_fits(first.shape, f"the first image '{first_path}'",
+                                   f"the first image '{first_path}' is")
         top[0].reshape((self.batch_size,) + self.transformer.output_shape(*first.shape))
         top[1].reshape((self.batch_size,))
 
