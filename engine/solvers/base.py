@@ -58,7 +58,7 @@ from ..net import Net
 from ..schema import read_net_param, read_solver_param
 from ..upgrade import solver_needs_upgrade, upgrade_solver_param
 from . import snapshot as snap
-from .lr_policy import check_policy
+from .lr_policy import check_policy, learning_rate
 from .hooks import CallbackHooks, HookList
 
 _SOLVERS = {}
@@ -461,6 +461,12 @@ class Solver(abc.ABC):
                 extra = f" (* {_g(weight)} = {_g(np.float32(weight * v))} loss)" if weight else ""
                 self.log.info("    %s net output #%d: %s = %s%s", kind, index, name, _g(v), extra)
                 index += 1
+
+    @property
+    def lr(self):
+        """pycaffe's SGDSolver.lr: the learning rate the next update uses (the lr policy at the
+        current iteration), read without logging or moving the multistep position."""
+        return float(learning_rate(self.param, self.iter, self.current_step)[0])
 
     @abc.abstractmethod
     def apply_update(self):
