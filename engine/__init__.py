@@ -15,6 +15,9 @@ from . import layers  # registers the built-in layer types; also NetSpec's layer
 from . import kernels, io
 from .kernels import set_num_threads, get_num_threads
 from .net import Net
+from .classifier import Classifier
+from .detector import Detector
+from . import coord_map, draw  # pycaffe's caffe.coord_map and caffe.draw
 from .netspec import NetSpec, params, to_proto
 from .pycaffe import (Timer, has_nccl, init_log, log, set_multiprocess, set_solver_count,
                       set_solver_rank, solver_count, solver_rank)
