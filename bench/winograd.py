@@ -39,6 +39,9 @@ def parse_args():
     ap.add_argument("--numpy", action="store_true", help="also time the numpy im2col path")
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--points", action="store_true")
+    ap.add_argument("--sweep", action="store_true",
+                    help="direct vs Winograd over channel counts and map sizes (the data behind "
+                         "the Winograd rows' supports() rule in kernels/src/conv/conv_table.cpp)")
     return ap.parse_args()
 
 
@@ -273,10 +276,53 @@ def points():
         print(f"{name:24s} %.2e / %.2e" % errors(y, want))
 
 
+SWEEP_CHANNELS = [(3, 32), (3, 64), (8, 8), (8, 64), (16, 16), (16, 64), (32, 32), (64, 16),
+                  (64, 64), (128, 128), (256, 64), (256, 256)]
+
+
+def sweep():
+    """Milliseconds of the direct and the Winograd kernel (its default tile) for forward and
+    data-gradient passes, batch --batch, pad 1, over SWEEP_CHANNELS (C, K) and --maps, on the ISA
+    in use (run once per CREMA_MAX_ISA). ratio = direct / winograd (> 1: Winograd is faster)."""
+    engine.set_num_threads(ARGS.threads)
+    info = kernels.cpu_info()
+    print(f"# sweep: {info['model']}, ISA {info['isa']}, {ARGS.threads} thread(s), batch "
+          f"{ARGS.batch}, clock {ARGS.clock}, median of {max(ARGS.reps, 5)}")
+    print(f"{'C':>4} {'K':>4} {'map':>4} {'pass':>8} {'direct ms':>10} {'winograd ms':>12} "
+          f"{'ratio':>6}")
+    rng = np.random.default_rng(0)
+    for c, k in SWEEP_CHANNELS:
+        for hw in (int(m) for m in ARGS.maps.split(",")):
+            geo = conv_geometry(ARGS.batch, c, hw, hw, k, 1)
+            x = rng.standard_normal((ARGS.batch, c, hw, hw), dtype=np.float32)
+            w = rng.standard_normal((k, c, 3, 3), dtype=np.float32)
+            y = np.empty((ARGS.batch, k, hw, hw), np.float32)
+            dx = np.empty_like(x)
+            ws = np.empty(max(1, kernels.conv_workspace_size(geo)), np.float32)
+            for op, backward in (("fwd", False), ("bwd_data", True)):
+                wws = np.empty(kernels.winograd_workspace_size(geo, backward=backward), np.float32)
+                cache = np.zeros(kernels.winograd_filter_cache_size(geo, backward=backward),
+                                 np.float32)
+                if backward:
+                    direct = median_ms(lambda: kernels.conv_backward_data(y, w, dx, geo, ws),
+                                       ARGS.reps)
+                    wino = median_ms(lambda: kernels.winograd_conv2d_backward_data(
+                        y, w, dx, geo, wws, cache), ARGS.reps)
+                else:
+                    direct = median_ms(lambda: kernels.conv_forward(x, w, None, y, geo, ws),
+                                       ARGS.reps)
+                    wino = median_ms(lambda: kernels.winograd_conv2d_forward(
+                        x, w, None, y, geo, wws, cache), ARGS.reps)
+                print(f"{c:>4} {k:>4} {hw:>4} {op:>8} {direct:>10.3f} {wino:>12.3f} "
+                      f"{direct / wino:>6.2f}", flush=True)
+
+
 if __name__ == "__main__":
     if ARGS.accuracy:
         accuracy()
     elif ARGS.points:
         points()
+    elif ARGS.sweep:
+        sweep()
     else:
         speed()

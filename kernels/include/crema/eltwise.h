@@ -25,13 +25,16 @@ namespace scalar_impl {
 void relu_fwd(const float* x, float* y, int64_t n, float slope);
 void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
 }  // namespace scalar_impl
+// The vector kernels: kernels/src/eltwise/eltwise_vec.isa.cpp, one source compiled per ISA.
+#define CREMA_ELTWISE_ISA_DECLS                                                  \
+  void relu_fwd(const float* x, float* y, int64_t n, float slope);               \
+  void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
 namespace avx2_impl {
-void relu_fwd(const float* x, float* y, int64_t n, float slope);
-void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
+CREMA_ELTWISE_ISA_DECLS
 }  // namespace avx2_impl
 namespace avx512_impl {
-void relu_fwd(const float* x, float* y, int64_t n, float slope);
-void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope);
+CREMA_ELTWISE_ISA_DECLS
 }  // namespace avx512_impl
+#undef CREMA_ELTWISE_ISA_DECLS
 
 }  // namespace crema

@@ -11,7 +11,7 @@
 //        counts); the sum runs over the window clipped to the image; y = sum / divisor in
 //        float32, summed in row-major window order; an empty window gives 0.
 // Backward: dx is overwritten. MAX adds dy to dx[mask] (a mask outside [0, H*W) is skipped; the
-// AVX-512 entry, taken for disjoint windows only, expects each argmax at most once per plane,
+// vector entries, taken for disjoint windows only, expect each argmax at most once per plane,
 // as forward produces it: a repeated one may keep only one of its gradients);
 // AVE adds dy / divisor to every image element of the window, windows in row-major output
 // order (the reference's order, so results match it bit for bit).
@@ -86,16 +86,19 @@ void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float
 void ave_pool_fwd(const float* x, const PoolGeom& g, float* y);
 void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx);
 }  // namespace scalar_impl
+// The vector kernels (kernels/src/pool/pool_vec.isa.cpp, one source compiled per ISA).
+#define CREMA_POOL_ISA_DECLS                                                                 \
+  void max_pool_fwd(const float* x, const PoolGeom& g, float* y, int32_t* mask);             \
+  void ave_pool_fwd(const float* x, const PoolGeom& g, float* y);                            \
+  void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx);
 namespace avx2_impl {
-void max_pool_fwd(const float* x, const PoolGeom& g, float* y, int32_t* mask);
-void ave_pool_fwd(const float* x, const PoolGeom& g, float* y);
-void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx);
+CREMA_POOL_ISA_DECLS
 }  // namespace avx2_impl
 namespace avx512_impl {
-void max_pool_fwd(const float* x, const PoolGeom& g, float* y, int32_t* mask);
-void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx);  // disjoint
-void ave_pool_fwd(const float* x, const PoolGeom& g, float* y);
-void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx);
+CREMA_POOL_ISA_DECLS
+// Windows that do not overlap only (each argmax at most once per plane): needs a scatter.
+void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx);
 }  // namespace avx512_impl
+#undef CREMA_POOL_ISA_DECLS
 
 }  // namespace crema

@@ -192,8 +192,10 @@ const PoolKernel<MaxPoolBwdFn>& max_pool_bwd_kernel(const PoolGeom& g) {
   // The scattered adds of overlapping windows stay scalar on every ISA (lanes would collide).
   static const PoolKernel<MaxPoolBwdFn> table[] = {
 #ifdef CREMA_BUILD_AVX512
-      {"max_pool_bwd_avx512_disjoint", Isa::avx512, non_overlapping, avx512_impl::max_pool_bwd},
+      {"max_pool_bwd_avx512_disjoint", Isa::avx512, non_overlapping,
+       avx512_impl::max_pool_bwd_disjoint},
 #endif
+
       {"max_pool_bwd_scalar", Isa::scalar, any_geometry, scalar_impl::max_pool_bwd},
   };
   return pick(table, g);
