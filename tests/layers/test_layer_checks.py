@@ -786,3 +786,13 @@ def test_rows_name_distinct_caffe_sites():
     assert len(sites) == len(set(sites))
     assert not set(SAME_AS) & set(sites)
     assert set(SAME_AS.values()) <= set(sites)
+
+
+def test_audit_doc_lists_exactly_these_rows():
+    """docs/caffe_layer_checks.md classifies every Caffe site; the ones it marks as covered by a
+    row of their own must be exactly the rows above (and the mapped ones exactly SAME_AS)."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[2] / "docs" / "caffe_layer_checks.md").read_text()
+    covered = re.findall(r"^\| (\S+:\d+) \| [^|]+ \| (?:before|added) \| (.*) \|$", doc, re.M)
+    assert {site for site, note in covered if note == "row"} == {r.site for r in ROWS}
+    assert {site for site, note in covered if note != "row"} == set(SAME_AS)
