@@ -10,7 +10,7 @@ centred on i * stride - pad + (kernel_extent - 1) / 2.
     from engine import layers as L
     from engine.coord_map import crop
     n.upscore = L.Deconvolution(n.score_fr, convolution_param=dict(kernel_size=64, stride=32))
-    n.score = crop(n.upscore, n.data)     # Crop(axis=2, offset=...) with the offset that aligns them
+    n.score = crop(n.upscore, n.data)   # Crop(axis=2, offset=...): the offset that aligns them
 
 Layer parameters are read as NetSpec writes them into the LayerParameter (flat keywords,
 <type>_param dicts or messages alike), so every form NetSpec accepts is understood. Beyond

@@ -47,10 +47,10 @@ TRUNK_STEPS = [("conv", 3, 1, PAD1), ("pool", 2, 2, 0), ("conv", 5, 1, 2), ("poo
 
 
 def data_coordinate(steps, out_coordinate=0):
-    """Exact coordinate, in the input of `steps`, of the centre of output pixel `out_coordinate` after `steps`,
-    walked back one layer at a time: a conv/pool output pixel o is centred on input
-    o * stride - pad + (extent - 1) / 2; a deconv output pixel o sits on input
-    (o + pad - (extent - 1) / 2) / stride."""
+    """Exact coordinate, in the input of `steps`, of the centre of output pixel
+    `out_coordinate` after them, walked back one layer at a time: a conv/pool output pixel o is
+    centred on input o * stride - pad + (extent - 1) / 2; a deconv output pixel o sits on
+    input (o + pad - (extent - 1) / 2) / stride."""
     x = Fraction(out_coordinate)
     for kind, extent, stride, pad in reversed(steps):
         if kind == "deconv":

@@ -3,7 +3,7 @@ and pycaffe's API (engine.draw: get_layer_label, draw_net, draw_net_to_file, get
 
     text = net_to_dot("train_val.prototxt", rankdir="LR", phase=None)   # Graphviz dot text
     png = draw_net(net_param, "TB", ext="png")                           # image bytes
-    draw_net_to_file("train_val.prototxt", "net.svg")                   # .dot, or via `dot` for others
+    draw_net_to_file("train_val.prototxt", "net.svg")                   # .svg etc. run `dot`
 
 As Caffe's draw_net.py draws it: one box per layer labelled with its name and type (pooling adds
 its method), kernel size, stride and pad for convolution, deconvolution and pooling, and with
