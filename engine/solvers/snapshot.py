@@ -183,6 +183,10 @@ def read_state_binary(path):
                           f"{exc}") from None
     history = [_history_from_proto(bp) for bp in state.history]
     learned = state.learned_net if state.HasField("learned_net") else None
+    if isinstance(learned, bytes):
+        # protobuf hands out a string that is not UTF-8 as bytes; Caffe opens such a path as
+        # it is, and os.fsdecode keeps those bytes (surrogate escapes) as the HDF5 reader does
+        learned = os.fsdecode(learned)
     sidecar = extras_path(path)
     extras = read_extras_npz(sidecar) if os.path.exists(sidecar) else None
     return StateFile(path, state.iter, learned, state.current_step, history, extras)
