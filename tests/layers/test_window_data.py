@@ -192,6 +192,7 @@ def test_refusals_name_file_and_line(tmp_path, images):
             "window's class index was expected")
     refusal(tmp_path, "\n\n", r"window file '.*bad\.txt' lists no images")
     refusal(tmp_path, GOOD.replace("1 0.9", "1 0.2"), "has no foreground windows")
+    refusal(tmp_path, GOOD.replace("0 0.1", "2 0.9"), "has no background windows")
     refusal(tmp_path, GOOD + "# 1\nb.png\n1\n25\n20\n0\n", r"bad\.txt:10: .*1 channels, the "
             "first image 3")
     refusal(tmp_path, GOOD, "crop_mode must be 'warp' or 'square'", crop_mode="wrap")
@@ -199,6 +200,13 @@ def test_refusals_name_file_and_line(tmp_path, images):
     (tmp_path / "bad.txt").write_text(GOOD)
     with pytest.raises(engine.LayerError, match="crop_size must be positive"):
         make_net(tmp_path, tmp_path / "bad.txt", crop=0)
+    with pytest.raises(engine.LayerError, match="both mean_file and mean_value"):
+        make_net(tmp_path, tmp_path / "bad.txt", transform='mean_file: "m" mean_value: 1')
+    with pytest.raises(engine.LayerError, match="gives 2 mean_value; give 1 or one per channel"):
+        make_net(tmp_path, tmp_path / "bad.txt", transform="mean_value: 1 mean_value: 2")
+    with pytest.raises(engine.LayerError, match=r"cannot open window_data_param source "
+                       r"'.*nowhere\.txt'"):
+        make_net(tmp_path, tmp_path / "nowhere.txt")
     # a header that does not match the image is found when the image is read
     (tmp_path / "bad.txt").write_text(GOOD.replace("\n40\n", "\n41\n"))
     net = make_net(tmp_path, tmp_path / "bad.txt")
