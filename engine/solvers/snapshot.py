@@ -14,7 +14,8 @@ Solver state layouts, as Caffe writes them:
 crema's extras make a resumed run repeat an uninterrupted one bit for bit: the state of the one
 random stream (engine.rng), each train-net layer's `state_dict()` and the smoothed-loss window.
 They are a JSON manifest plus numbered arrays, stored
-- for HDF5: in the group "crema" of the .solverstate.h5 file ("manifest" and "a0", "a1", ...);
+- for HDF5: in the group "crema" of the .solverstate.h5 file ("manifest", a fixed-length
+  string, and "a0", "a1", ...);
 - for binary: in a sidecar numpy archive `<state file>.crema` (keys "manifest", "a0", ...),
   because the SolverState message has no field for them. It is written before the state file, so a
   state file always has its extras beside it; Caffe ignores the sidecar and the extra group.
@@ -100,8 +101,12 @@ def write_state_hdf5(path, iteration, learned_net, history, current_step, extras
             if extras is not None:
                 crema = fh.create_group("crema")
                 for key, value in _flatten_extras(extras).items():
-                    # the manifest as a variable-length UTF-8 string, the arrays as they are
-                    crema.create_dataset(key, data=str(value) if key == "manifest" else value)
+                    # the manifest as a fixed-length byte string stored in the dataset itself: a
+                    # variable-length string lives in HDF5's global heap, and libhdf5 loops
+                    # forever reading some damaged heaps (older crema files still read fine)
+                    if key == "manifest":
+                        value = np.array(str(value).encode("utf-8"))
+                    crema.create_dataset(key, data=value)
     atomic_write(path, writer)
 
 
