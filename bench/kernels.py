@@ -62,15 +62,8 @@ def geometry(shape, kernel, stride):
 
 
 def with_cap(isa, fn):
-    old = os.environ.get("CREMA_MAX_ISA")
-    os.environ["CREMA_MAX_ISA"] = isa
-    try:
+    with kernels.isa_cap(isa):
         return fn()
-    finally:
-        if old is None:
-            os.environ.pop("CREMA_MAX_ISA")
-        else:
-            os.environ["CREMA_MAX_ISA"] = old
 
 
 def numpy_layer_ms(x, kernel, stride, reps):

@@ -238,7 +238,7 @@ def accuracy():
         g = conv_geometry(n, c, h, h, k, pad)
         line = [f"C={c:4d}"]
         for isa in kernels.cpu_info()["usable_isas"]:
-            with env(CREMA_MAX_ISA=isa, CREMA_KERNELS=None):
+            with kernels.isa_cap(isa), env(CREMA_KERNELS=None):
                 for tile in (4, 2):
                     y = np.empty((n, k, h, h), np.float32)
                     kernels.winograd_conv2d_forward(x, w, None, y, g, tile=tile)

@@ -1,6 +1,9 @@
 """The only importer of engine._kernels. Each function here runs the native kernel when it accepts
 the arrays (float32, C-contiguous, CREMA_KERNELS not set to 'reference') and the numpy reference
-otherwise (for example the float64 arrays of gradient checks)."""
+otherwise (for example the float64 arrays of gradient checks). Which native kernel runs is chosen
+in C++ by one ordered table per op (kernels/include/crema/dispatch.h), capped by the ISA cap:
+CREMA_MAX_ISA, read once, or set_max_isa() / isa_cap() within a process."""
+import contextlib
 import os
 import warnings
 
@@ -16,10 +19,60 @@ except ImportError as exc:  # a source checkout without a build: keep working on
     _native = None
     _native_error = exc
 
-_VALID_CAPS = ("avx512", "avx2", "scalar")
+ISAS = ("avx512", "avx2", "scalar")  # best first
 _cap = os.environ.get("CREMA_MAX_ISA")
-if _cap is not None and _cap not in _VALID_CAPS:
-    warnings.warn(f"CREMA_MAX_ISA={_cap!r} is not one of {_VALID_CAPS}; ignoring it")
+if _cap is not None and _cap not in ISAS:
+    warnings.warn(f"CREMA_MAX_ISA={_cap!r} is not one of {ISAS}; ignoring it")
+
+
+# The cap this process started with (CREMA_MAX_ISA): tests treat the ISAs above it as absent.
+_start_cap = _native.max_isa() if _native is not None else "none"
+
+
+def max_isa():
+    """The ISA cap in force ('avx512' when nothing caps; 'none' without the native module)."""
+    return _native.max_isa() if _native is not None else "none"
+
+
+def set_max_isa(isa):
+    """Cap the ISA every native kernel table may choose from now on, for the whole process
+    (CREMA_MAX_ISA is the starting value, read once). ValueError for an unknown name."""
+    if isa not in ISAS:
+        raise ValueError(f"set_max_isa: isa must be one of {ISAS}, got {isa!r}")
+    if _native is not None:
+        _native.set_max_isa(isa)
+
+
+@contextlib.contextmanager
+def isa_cap(isa):
+    """set_max_isa(isa) for the block, the previous cap restored after it."""
+    old = max_isa()
+    set_max_isa(isa)
+    try:
+        yield
+    finally:
+        if old in ISAS:
+            set_max_isa(old)
+
+
+def isa_skip_reason(isa):
+    """Why `isa`'s native kernels cannot run in this process (None when they can): the CPU or
+    the build lacks it, or the native module is missing. Tests skip with it."""
+    if _native is None:
+        return f"the native module is not built: {_native_error}"
+    info = _native.cpu_info()
+    if isa not in info["cpu_isas"]:
+        return f"this CPU ({info['model'] or info['vendor']}) lacks {isa}"
+    if isa not in info["built_isas"]:
+        return f"this build of engine._kernels has no {isa} kernels"
+    if ISAS.index(isa) < ISAS.index(_start_cap):
+        return f"CREMA_MAX_ISA={_start_cap} caps this process below {isa}"
+    return None
+
+
+def runnable_isas():
+    """The ISAs whose kernels this process can run (isa_skip_reason is None), best first."""
+    return [isa for isa in ISAS if isa_skip_reason(isa) is None]
 
 
 def native_available():
@@ -33,7 +86,7 @@ def _native_ok(*arrays):
 
 def cpu_info():
     """Vendor, model, logical cores, the ISAs the CPU has, the ISAs both CPU and build support
-    ('usable_isas', after the CREMA_MAX_ISA cap) and the one in use ('isa')."""
+    ('usable_isas', after the ISA cap) and the one in use ('isa')."""
     if _native is None:
         return {"vendor": "unknown", "model": "unknown", "logical_cores": os.cpu_count() or 1,
                 "cpu_isas": [], "built_isas": [], "usable_isas": [], "isa": "none",
@@ -394,64 +447,23 @@ def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
 
 # -- choosing between the direct and the Winograd convolution ------------------------------------
 # The Winograd kernels (kernels/include/crema/winograd.h) take 3x3, stride 1, dilation 1, one
-# group, pad 0..2; they do fewer multiplications but transform every tile. conv_algorithm() picks
-# per geometry and pass: it times both on one image of the geometry the first time it is asked
-# (cached for the process, per ISA cap) and keeps the faster.
+# group, pad 0..2; they do fewer multiplications but transform every tile. conv_algorithm() asks
+# the C++ rule (crema/conv.h conv_winograd_preferred: fixed per ISA, from measurements), so the
+# choice needs no timing and is the same in every process with the same ISA.
 # CREMA_CONV_ALGO=direct|winograd forces a choice (winograd only where its kernels apply).
+# A parallel job still pins rank 0's choices on every rank (adopt_conv_algorithm_choices), so
+# ranks on different CPUs or ISA caps run the same algorithm too.
 
 _CONV_ALGO_VALUES = ("auto", "direct", "winograd")
-_conv_algo_cache = {}
-
-
-def _best_ms(fn, reps=3):
-    import time
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
-def _time_conv_algorithms(geometry, op):
-    """(direct ms, winograd ms) of `op` on one image of the geometry (random data), each the
-    best of 3 runs on one thread: with no thread waiting at a barrier for a descheduled peer, a
-    shared machine disturbs single runs, not the ranking."""
-    threads = get_num_threads()
-    set_num_threads(1)
-    try:
-        return _time_conv_algorithms_1t(geometry, op)
-    finally:
-        set_num_threads(threads)
-
-
-def _time_conv_algorithms_1t(geometry, op):
-    g1 = (1,) + tuple(int(v) for v in geometry[1:])
-    n, c, h, w, k, kh, kw = g1[:7]
-    p, q = conv_output_hw(g1)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, c, h, w), dtype=np.float32)
-    wt = rng.standard_normal((k, c, kh, kw), dtype=np.float32)
-    dy = rng.standard_normal((1, k, p, q), dtype=np.float32)
-    ws = np.zeros(max(conv_workspace_size(g1), 1), np.float32)
-    backward = op != "fwd"
-    wws = np.zeros(max(winograd_workspace_size(g1, threads=1, backward=backward), 1), np.float32)
-    cache = np.zeros(max(winograd_filter_cache_size(g1, backward=backward), 1), np.float32)
-    if op == "fwd":
-        y = np.empty((1, k, p, q), np.float32)
-        return (_best_ms(lambda: _native.conv_forward(x, wt, None, y, g1, ws)),
-                _best_ms(lambda: winograd_conv2d_forward(x, wt, None, y, g1, wws, cache)))
-    dx = np.empty((1, c, h, w), np.float32)
-    return (_best_ms(lambda: _native.conv_backward_data(dy, wt, dx, g1, ws)),
-            _best_ms(lambda: winograd_conv2d_backward_data(dy, wt, dx, g1, wws, cache)))
+_conv_algo_made = {}    # (geometry without N, op) -> algorithm: the choices made in this process
+_conv_algo_pinned = {}  # the same, adopted from another process; they win over the rule
 
 
 def conv_algorithm(geometry, op="fwd"):
     """'winograd' or 'direct': the algorithm to run `op` ('fwd' or 'bwd_data'; the weight
     gradient is always direct) of this convolution with the native float32 kernels. 'winograd'
-    only where its kernels apply and, unless CREMA_CONV_ALGO forces it, where they ran faster
-    on one image of this geometry (timed once per process and ISA cap)."""
+    only where its kernels apply and, unless CREMA_CONV_ALGO forces it or another process's
+    choice was adopted, where the per-ISA rule says they are faster."""
     if op not in CONV_OPS:
         raise ValueError(f"conv_algorithm: op must be one of {CONV_OPS}, got {op!r}")
     mode = os.environ.get("CREMA_CONV_ALGO", "auto")
@@ -462,25 +474,25 @@ def conv_algorithm(geometry, op="fwd"):
         return "direct"
     if mode == "winograd":
         return "winograd"
-    key = (tuple(int(v) for v in geometry[1:]), op, _native.cpu_info()["isa"])
-    if key not in _conv_algo_cache:
-        direct_ms, winograd_ms = _time_conv_algorithms(geometry, op)
-        _conv_algo_cache[key] = "winograd" if winograd_ms < direct_ms else "direct"
-    return _conv_algo_cache[key]
+    key = (tuple(int(v) for v in geometry[1:]), op)
+    if key in _conv_algo_pinned:
+        return _conv_algo_pinned[key]
+    algo = _native.conv_algorithm(op, tuple(int(v) for v in geometry))
+    _conv_algo_made[key] = algo
+    return algo
 
 
 def conv_algorithm_choices():
-    """The algorithm choices made so far in this process: [((geometry, op), algorithm)] (without
-    the ISA, which the adopting process fills in with its own)."""
-    return [((key[0], key[1]), algo) for key, algo in _conv_algo_cache.items()]
+    """The rule's choices made so far in this process: [((geometry without N, op), algorithm)]."""
+    return list(_conv_algo_made.items())
 
 
 def adopt_conv_algorithm_choices(choices):
-    """Take another process's choices (a parallel job's rank 0), so that every rank runs the same
-    algorithm on every geometry; layers pick them up at their next reshape."""
-    isa = _native.cpu_info()["isa"] if native_available() else "reference"
+    """Pin another process's choices (a parallel job's rank 0) so that every rank runs the same
+    algorithm on every geometry, even where its CPU or ISA cap would choose differently; layers
+    pick them up at their next reshape."""
     for (geometry, op), algo in choices:
-        _conv_algo_cache[(tuple(geometry), op, isa)] = algo
+        _conv_algo_pinned[(tuple(int(v) for v in geometry), op)] = algo
 
 
 # -- Winograd convolution: the public entry points ------------------------------------------------

@@ -71,6 +71,14 @@ int64_t w_count(const crema::ConvGeom& g) { return g.K * g.Cg() * g.R * g.S; }
 }  // namespace
 
 void bind_conv(py::module_& m) {
+  m.def("conv_algorithm", [](const std::string& op, py::tuple g_) {
+    auto g = conv_geom(g_);
+    require(op == "fwd" || op == "bwd_data" || op == "bwd_weights",
+            "conv_algorithm: op must be fwd, bwd_data or bwd_weights, got '" + op + "'");
+    const bool wino = op != "bwd_weights" && crema::conv_winograd_preferred(g, op == "bwd_data");
+    return std::string(wino ? "winograd" : "direct");
+  }, py::arg("op"), py::arg("geometry"),
+     "The algorithm the fixed per-ISA rule picks for this pass (crema/conv.h).");
   m.def("conv_kernel_name", [](const std::string& op, py::tuple g_) {
     auto g = conv_geom(g_);
     if (op == "fwd") return std::string(crema::conv_fwd_kernel(g).name);

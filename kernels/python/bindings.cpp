@@ -124,6 +124,12 @@ PYBIND11_MODULE(_kernels, m) {
     return d;
   });
 
+  m.def("set_max_isa", [](const std::string& name) { crema::set_max_isa(isa_from_name(name)); },
+        py::arg("isa"),
+        "Cap the ISA every kernel table may choose (avx512, avx2 or scalar) for this process; "
+        "it starts as CREMA_MAX_ISA, read once.");
+  m.def("max_isa", [] { return std::string(crema::isa_name(crema::max_isa())); });
+
   m.def("im2col", [](Arr im, py::tuple g_, Arr col) {
     auto g = geom(g_);
     require(im.size() == g.channels * g.height * g.width, "im2col: image size does not match geometry");
@@ -155,7 +161,7 @@ PYBIND11_MODULE(_kernels, m) {
     float* yp = mut(y, "y");
     int64_t n = x.size();
     py::gil_scoped_release nogil;
-    k.fwd(xp, yp, n, slope);
+    k.fn.fwd(xp, yp, n, slope);
   }, py::arg("x"), py::arg("y").noconvert(), py::arg("slope"));
 
   m.def("relu_backward", [](Arr x, Arr dy, Arr dx, float slope) {
@@ -166,7 +172,7 @@ PYBIND11_MODULE(_kernels, m) {
     float* dp = mut(dx, "dx");
     int64_t n = x.size();
     py::gil_scoped_release nogil;
-    k.bwd(xp, gp, dp, n, slope);
+    k.fn.bwd(xp, gp, dp, n, slope);
   }, py::arg("x"), py::arg("dy"), py::arg("dx").noconvert(), py::arg("slope"));
 
   // -- pooling -----------------------------------------------------------------------------
@@ -240,7 +246,7 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("peak_gflops", [](const std::string& isa_name, double seconds) {
     crema::Isa isa = isa_from_name(isa_name);
     require(crema::isa_usable(isa), "peak_gflops: ISA '" + isa_name +
-            "' is not usable here (CPU, build or CREMA_MAX_ISA)");
+            "' is not usable here (CPU, build or the ISA cap)");
     require(seconds > 0 && seconds <= 60, "peak_gflops: seconds must be in (0, 60]");
     py::gil_scoped_release nogil;
     return crema::peak_gflops(isa, seconds);

@@ -1,5 +1,6 @@
 #include "crema/isa.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -78,7 +79,13 @@ Isa cap_from_env() {
   if (!v) return Isa::avx512;
   if (std::strcmp(v, "scalar") == 0) return Isa::scalar;
   if (std::strcmp(v, "avx2") == 0) return Isa::avx2;
-  return Isa::avx512;  // unknown values are rejected on the Python side before we get here
+  return Isa::avx512;  // engine.kernels warns about unknown values
+}
+
+// Read from the environment once; every dispatch then loads one atomic.
+std::atomic<int>& cap() {
+  static std::atomic<int> value{static_cast<int>(cap_from_env())};
+  return value;
 }
 
 }  // namespace
@@ -100,9 +107,15 @@ std::vector<Isa> built_isas() {
   return v;
 }
 
+Isa max_isa() { return static_cast<Isa>(cap().load(std::memory_order_relaxed)); }
+
+void set_max_isa(Isa isa) { cap().store(static_cast<int>(isa), std::memory_order_relaxed); }
+
 bool isa_usable(Isa isa) {
-  // The cap is read on every call (cheap) so tests can change CREMA_MAX_ISA at run time.
-  if (static_cast<int>(isa) > static_cast<int>(cap_from_env())) return false;
+  return static_cast<int>(isa) <= static_cast<int>(max_isa()) && isa_runnable(isa);
+}
+
+bool isa_runnable(Isa isa) {
   const CpuInfo& c = cpu_info();
   switch (isa) {
     case Isa::scalar: return true;

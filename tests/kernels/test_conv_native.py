@@ -1,8 +1,8 @@
 """Native direct convolution (engine._kernels.conv_*) against float64 references, on random seeded
 geometries (odd sizes, channels not a multiple of 16, pads, strides 1-3, dilation 2, groups 1, 2
 and depthwise, batch 1 and 3, kernels 1x1 to 11x11), forward, backward data, backward weights and
-bias, for every ISA this CPU and build support (CREMA_MAX_ISA caps the dispatcher and is read on
-every call); the binding's checks; the Convolution and Deconvolution layers' float32 (native) path
+bias, for every ISA this CPU and build support (kernels.isa_cap picks the
+table row); the binding's checks; the Convolution and Deconvolution layers' float32 (native) path
 against their float64 (numpy) path.
 
 The references: engine/reference/conv.py (the loop-by-loop definition) for the forward pass, and
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.testing import isa_cap
+from engine.kernels import isa_cap
 from engine import kernels
 from engine.reference import conv as ref_conv
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
-ISAS = kernels.cpu_info()["usable_isas"]
+ISAS = kernels.runnable_isas()
 
 
 # -- float64 references ---------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def conv_text(body, kind="Convolution"):
 ])
 def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, shape):
     # CREMA_CONV_ALGO forces the direct or the Winograd kernels (Winograd only where they apply:
-    # 3x3, stride 1, no dilation, one group); auto lets conv_algorithm time them.
+    # 3x3, stride 1, no dilation, one group); auto follows conv_algorithm's per-ISA rule.
     monkeypatch.setenv("CREMA_CONV_ALGO", algo)
     x = np.random.default_rng(41).standard_normal(shape)
     runs = {}
@@ -428,7 +428,7 @@ def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, sha
             assert want == "direct", (op, want)
         elif algo == "winograd":
             assert want == "winograd", (op, want)
-        else:  # auto: whichever was faster here
+        else:  # auto: the per-ISA rule's choice
             assert want in ("direct", "winograd"), (op, want)
         assert layer32.kernels[name].startswith(want + "_"), (op, layer32.kernels)
     for got_list, want_list, what in zip(runs[np.float32][1:], runs[np.float64][1:],
@@ -465,16 +465,6 @@ def test_conv_algorithm_choice(monkeypatch):
         assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
         return
     assert kernels.conv_algorithm(g_wino, "bwd_weights") == "direct"
-    # auto: the faster of the two timings wins, timed once per geometry and op.
-    calls = []
-    monkeypatch.setattr(kernels, "_conv_algo_cache", {})
-    timings = {"fwd": (2.0, 1.0), "bwd_data": (1.0, 3.0)}
-    monkeypatch.setattr(kernels, "_time_conv_algorithms",
-                        lambda g, op: calls.append(op) or timings[op])
-    for _ in range(3):
-        assert kernels.conv_algorithm(g_wino, "fwd") == "winograd"
-        assert kernels.conv_algorithm(g_wino, "bwd_data") == "direct"
-    assert sorted(calls) == ["bwd_data", "fwd"]
     monkeypatch.setenv("CREMA_CONV_ALGO", "direct")
     assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
     monkeypatch.setenv("CREMA_CONV_ALGO", "winograd")
@@ -484,17 +474,48 @@ def test_conv_algorithm_choice(monkeypatch):
         assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
 
 
-def test_conv_algorithm_timing_runs_both_kernels():
-    # The real timing function on a small geometry: two positive times, threads restored.
-    g = (4, 16, 10, 10, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1)
-    if not kernels.winograd_available(g):
-        assert kernels.conv_algorithm(g, "fwd") == "direct"
-        return
-    threads = kernels.get_num_threads()
-    for op in ("fwd", "bwd_data"):
-        direct_ms, winograd_ms = kernels._time_conv_algorithms(g, op)
-        assert direct_ms > 0 and winograd_ms > 0
-    assert kernels.get_num_threads() == threads
+def conv3x3(c, k, hw):
+    return (4, c, hw, hw, k, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("isa, want", [
+    # (C, K, map) -> (forward, data gradient), from the measurements in conv_common.cpp
+    ("avx512", {(3, 32, 28): ("direct", "winograd"), (64, 64, 7): ("winograd", "winograd"),
+                (16, 16, 14): ("direct", "direct"), (16, 16, 28): ("winograd", "winograd"),
+                (8, 64, 7): ("winograd", "winograd"), (32, 3, 28): ("winograd", "direct")}),
+    ("avx2", {(3, 32, 28): ("direct", "direct"), (8, 64, 28): ("direct", "direct"),
+              (16, 16, 7): ("direct", "direct"), (16, 16, 14): ("winograd", "winograd"),
+              (64, 64, 7): ("winograd", "winograd")}),
+])
+def test_conv_algorithm_is_a_fixed_rule_per_isa(monkeypatch, isa, want):
+    """No timing: the same geometry gets the same answer every time, set by the ISA in use."""
+    reason = kernels.isa_skip_reason(isa)
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.delenv("CREMA_CONV_ALGO", raising=False)
+    with isa_cap(isa):
+        for (c, k, hw), (fwd, bwd) in want.items():
+            g = conv3x3(c, k, hw)
+            for _ in range(2):
+                assert kernels.conv_algorithm(g, "fwd") == fwd, (isa, c, k, hw)
+                assert kernels.conv_algorithm(g, "bwd_data") == bwd, (isa, c, k, hw)
+            assert kernels.conv_algorithm(g, "bwd_weights") == "direct"
+
+
+def test_adopted_conv_algorithm_choices_are_pinned(monkeypatch):
+    """A parallel job's rank 0 choices win over the local rule (ranks on other CPUs or caps)."""
+    monkeypatch.delenv("CREMA_CONV_ALGO", raising=False)
+    monkeypatch.setattr(kernels, "_conv_algo_made", {})
+    monkeypatch.setattr(kernels, "_conv_algo_pinned", {})
+    g = conv3x3(64, 64, 14)
+    local = kernels.conv_algorithm(g, "fwd")
+    assert kernels.conv_algorithm_choices() == [((g[1:], "fwd"), local)]
+    other = {"winograd": "direct", "direct": "winograd"}[local]
+    kernels.adopt_conv_algorithm_choices([((g[1:], "fwd"), other)])
+    assert kernels.conv_algorithm(g, "fwd") == other
+    assert kernels.conv_algorithm((8,) + g[1:], "fwd") == other  # any batch size
+    monkeypatch.setenv("CREMA_CONV_ALGO", "direct")  # an explicit force still wins
+    assert kernels.conv_algorithm(g, "fwd") == "direct"
 
 
 def test_layer_reference_env_and_propagate_down(monkeypatch):

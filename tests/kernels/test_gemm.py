@@ -10,12 +10,16 @@ from engine.blob import Blob
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
-ISAS = kernels.cpu_info()["usable_isas"]
+ISAS = kernels.runnable_isas()
 
 
-@pytest.fixture(params=ISAS)
+@pytest.fixture(params=kernels.ISAS)
 def isa(request, monkeypatch):
-    monkeypatch.setenv("CREMA_MAX_ISA", request.param)
+    """Every ISA crema has; one this process cannot run is a skip that says why."""
+    reason = kernels.isa_skip_reason(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    kernels.set_max_isa(request.param)
     monkeypatch.delenv("CREMA_KERNELS", raising=False)
     return request.param
 
@@ -41,14 +45,14 @@ def _check(c, want, k, what):
 def test_every_isa_has_a_kernel(monkeypatch):
     names = set()
     for i in ISAS:
-        monkeypatch.setenv("CREMA_MAX_ISA", i)
+        kernels.set_max_isa(i)
         name = native.sgemm_kernel_name()
         assert name.startswith(f"sgemm_{i}_")
         names.add(name)
     assert len(names) == len(ISAS)
 
 
-# The fixture only sets CREMA_MAX_ISA, which every generated example should share.
+# The fixture only sets the ISA cap, which every generated example should share.
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(m=st.integers(1, 300), n=st.integers(1, 300), k=st.integers(1, 300),

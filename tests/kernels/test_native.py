@@ -1,5 +1,6 @@
 """Native kernels against the numpy reference, on random seeded shapes, for every ISA this CPU and
-build support (CREMA_MAX_ISA caps the dispatcher; it is read on every call)."""
+build support (the ISA cap, kernels.set_max_isa, picks the table row; an ISA this process cannot run is
+a skip that says why)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -9,18 +10,22 @@ from engine import kernels
 from engine.reference import im2col as ref
 
 from engine import _kernels as native  # must be built: a missing module fails here
-ISAS = kernels.cpu_info()["usable_isas"]
+ISAS = kernels.runnable_isas()
 
 
-@pytest.fixture(params=ISAS)
+@pytest.fixture(params=kernels.ISAS)
 def isa(request, monkeypatch):
-    monkeypatch.setenv("CREMA_MAX_ISA", request.param)
+    """Every ISA crema has; one this process cannot run is a skip that says why."""
+    reason = kernels.isa_skip_reason(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    kernels.set_max_isa(request.param)
     monkeypatch.delenv("CREMA_KERNELS", raising=False)
     return request.param
 
 
 def test_cpu_info_reports_the_cpu_and_isa(monkeypatch):
-    monkeypatch.delenv("CREMA_MAX_ISA", raising=False)
+    kernels.set_max_isa("avx512")
     monkeypatch.delenv("CREMA_KERNELS", raising=False)
     info = kernels.cpu_info()
     assert info["logical_cores"] >= 1
@@ -31,11 +36,11 @@ def test_cpu_info_reports_the_cpu_and_isa(monkeypatch):
 
 
 def test_isa_cap_changes_the_chosen_kernel(monkeypatch):
-    monkeypatch.setenv("CREMA_MAX_ISA", "scalar")
+    kernels.set_max_isa("scalar")
     assert native.cpu_info()["isa"] == "scalar"
     assert native.relu_kernel_name() == "relu_scalar"
     for isa in ISAS:
-        monkeypatch.setenv("CREMA_MAX_ISA", isa)
+        kernels.set_max_isa(isa)
         assert native.cpu_info()["isa"] == isa
         assert native.relu_kernel_name() == f"relu_{isa}"
 

@@ -1,6 +1,6 @@
 """Native MAX / AVE pooling kernels against the loop reference (engine/reference/pool.py), on
-random seeded geometries, for every ISA this CPU and build support (CREMA_MAX_ISA caps the
-dispatcher and is read on every call); size checks of the bindings; the Pooling layer's float32
+random seeded geometries, for every ISA this CPU and build support (kernels.isa_cap picks
+the table row); size checks of the bindings; the Pooling layer's float32
 (native) path against its float64 (numpy) path."""
 import os
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine.testing import isa_cap
+from engine.kernels import isa_cap
 import engine
 from engine import kernels
 from engine.reference import pool as ref
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
-ISAS = kernels.cpu_info()["usable_isas"]
+ISAS = kernels.runnable_isas()
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -414,7 +414,7 @@ def guarded(shape, dtype, at_end):
 
 rng = np.random.default_rng(0)
 for isa in kernels.cpu_info()["usable_isas"]:
-    os.environ["CREMA_MAX_ISA"] = isa
+    kernels.set_max_isa(isa)
     for (h, w, k, p, s) in [(7, 9, 3, 1, 2), (5, 37, 2, 1, 1), (3, 70, 4, 0, 2), (4, 61, 5, 2, 3),
                             (2, 100, 3, 1, 4), (1, 1, 1, 0, 1), (6, 33, 2, 0, 2), (9, 17, 5, 4, 1)]:
         oh = ref.pooled_size(h, k, p, s, True, p > 0)

@@ -1,5 +1,5 @@
 """Winograd F(4x4,3x3) / F(2x2,3x3) convolution: the native kernels (every ISA this CPU and build
-support; CREMA_MAX_ISA caps the dispatcher and is read on every call) against the numpy reference
+support; kernels.isa_cap picks the table row) against the numpy reference
 engine/reference/winograd.py and an independent float64 direct convolution, on random seeded
 shapes (odd sizes, channels not a multiple of 16, pad 0..2, batch 1 and 3); the filter cache, the
 workspace and thread contract; the bindings' error paths; the engine.kernels wrappers.
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine.testing import isa_cap
+from engine.kernels import isa_cap
 import engine
 from engine import kernels
 from engine.reference import conv as ref_conv
 from engine.reference import winograd as ref
 
 from engine import _kernels as native  # must be built: a missing module fails here
-ISAS = kernels.cpu_info()["usable_isas"]
+ISAS = kernels.runnable_isas()
 MAX_REL, RMS_REL = 1e-4, 1e-5
 
 

@@ -27,6 +27,7 @@
 #pragma once
 #include <cstdint>
 
+#include "crema/dispatch.h"
 #include "crema/isa.h"
 
 namespace crema {
@@ -62,13 +63,7 @@ using ConvBwdWeightsFn = void (*)(const float* x, const float* dy, float* dw, fl
                                   const ConvGeom& g, float* ws);
 
 template <class Fn>
-struct ConvKernel {
-  const char* name;
-  Isa isa;
-  bool (*supports)(const ConvGeom& g);
-  int64_t (*workspace)(const ConvGeom& g);  // floats
-  Fn fn;
-};
+using ConvKernel = KernelRow<ConvGeom, Fn>;
 
 const ConvKernel<ConvFwdFn>& conv_fwd_kernel(const ConvGeom& g);
 const ConvKernel<ConvBwdDataFn>& conv_bwd_data_kernel(const ConvGeom& g);
@@ -121,6 +116,13 @@ namespace avx512_impl {
 CREMA_CONV_ISA_DECLS
 }  // namespace avx512_impl
 #undef CREMA_CONV_ISA_DECLS
+
+// Direct or Winograd for the forward (backward = false) or data-gradient pass of g on the ISA in
+// use: Winograd where its kernels apply (3x3, stride 1, dilation 1, one group, pad 0..2) and a
+// fixed rule per ISA, measured once, says it is faster (conv_common.cpp). A rule, not a timing,
+// so every process with the same ISA makes the same choice. The weight gradient is always direct.
+bool conv_winograd_applies(const ConvGeom& g);
+bool conv_winograd_preferred(const ConvGeom& g, bool backward);
 
 bool conv_fewc_supports_fwd(const ConvGeom& g);
 bool conv_fewc_supports_bwd_data(const ConvGeom& g);

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "crema/dispatch.h"
 #include "crema/isa.h"
 
 namespace crema {
@@ -11,14 +12,14 @@ using ReluFwdFn = void (*)(const float* x, float* y, int64_t n, float slope);
 // dx = dy * (x > 0 ? 1 : slope)
 using ReluBwdFn = void (*)(const float* x, const float* dy, float* dx, int64_t n, float slope);
 
-struct ReluKernel {
-  const char* name;
-  Isa isa;
+struct ReluFns {
   ReluFwdFn fwd;
   ReluBwdFn bwd;
 };
+// Geometry: the element count (every row takes any).
+using ReluKernel = KernelRow<int64_t, ReluFns>;
 
-// The ordered table (best first); relu_kernel() returns the first usable entry.
+// The ordered table's choice (best first, scalar last).
 const ReluKernel& relu_kernel();
 
 namespace scalar_impl {

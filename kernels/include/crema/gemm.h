@@ -19,11 +19,12 @@
 // KC*NC floats for op(B) plus KC*MC*num_threads() for op(A) (about 4 MB + 0.5 MB per thread with
 // AVX-512). Concurrent calls from different threads use different buffers.
 //
-// Dispatch: sgemm_kernels() is ordered best first; the first entry whose ISA isa_usable() (read
-// on every call, so CREMA_MAX_ISA applies at once) wins. The scalar entry supports everything.
+// Dispatch: one KernelTable (crema/dispatch.h), best first; the first row whose ISA is usable
+// (CPU, build, ISA cap) wins. The scalar row supports everything.
 #pragma once
 #include <cstdint>
 
+#include "crema/dispatch.h"
 #include "crema/isa.h"
 
 namespace crema {
@@ -43,12 +44,9 @@ struct GemmArgs {
 
 using SgemmFn = void (*)(const GemmArgs& g);
 
-struct SgemmKernel {
-  const char* name;
-  Isa isa;
-  int mr, nr;  // register tile
-  SgemmFn fn;
-};
+// Rows are named by their register tile (sgemm_avx512_14x32, ...); every row takes any valid
+// arguments.
+using SgemmKernel = KernelRow<GemmArgs, SgemmFn>;
 
 // nullptr when the arguments are valid (sizes >= 0, leading dimensions large enough), else why.
 const char* sgemm_args_error(const GemmArgs& g);

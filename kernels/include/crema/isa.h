@@ -1,5 +1,7 @@
-// CPU and instruction-set detection. Detection runs once (cpuid + OS state via xgetbv);
-// CREMA_MAX_ISA=avx512|avx2|scalar caps what the dispatcher may choose.
+// CPU and instruction-set detection. Detection runs once (cpuid + OS state via xgetbv).
+// The ISA cap (what the kernel tables may choose) starts as CREMA_MAX_ISA=avx512|avx2|scalar,
+// read once at the first dispatch (unset or unknown: no cap); set_max_isa() changes it for the
+// whole process (tests use it to run every ISA in one process).
 #pragma once
 #include <string>
 #include <vector>
@@ -21,9 +23,12 @@ struct CpuInfo {
 const CpuInfo& cpu_info();
 // ISAs compiled into this build, best first (always ends with scalar).
 std::vector<Isa> built_isas();
-// The best ISA that the CPU has, the build has, and CREMA_MAX_ISA allows.
+// The best ISA that the CPU has, the build has, and the cap allows.
 Isa active_isa();
 const char* isa_name(Isa isa);
-bool isa_usable(Isa isa);  // CPU + build + cap all allow it
+bool isa_runnable(Isa isa);  // CPU + build have it (whatever the cap)
+bool isa_usable(Isa isa);    // isa_runnable and the cap allows it
+Isa max_isa();               // the cap
+void set_max_isa(Isa cap);
 
 }  // namespace crema

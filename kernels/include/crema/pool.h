@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 
+#include "crema/dispatch.h"
 #include "crema/isa.h"
 
 namespace crema {
@@ -42,12 +43,7 @@ using AvePoolFwdFn = void (*)(const float* x, const PoolGeom& g, float* y);
 using AvePoolBwdFn = void (*)(const float* dy, const PoolGeom& g, float* dx);
 
 template <class Fn>
-struct PoolKernel {
-  const char* name;
-  Isa isa;
-  bool (*supports)(const PoolGeom& g);
-  Fn fn;
-};
+using PoolKernel = KernelRow<PoolGeom, Fn>;
 
 // Each op has an ordered table (best first, scalar last, which supports every geometry); these
 // return the first entry that is usable (isa_usable) and supports g. mask may be nullptr in

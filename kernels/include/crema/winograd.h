@@ -48,6 +48,7 @@
 #pragma once
 #include <cstdint>
 
+#include "crema/dispatch.h"
 #include "crema/isa.h"
 
 namespace crema {
@@ -131,12 +132,7 @@ struct WinogradOps {
                 int64_t t0, int64_t count, int64_t tb, const WinogradSlot& s, float* y);
 };
 
-struct WinogradKernel {
-  const char* name;
-  Isa isa;
-  bool (*supports)(const WinogradGeom& g);
-  const WinogradOps* ops;
-};
+using WinogradKernel = KernelRow<WinogradGeom, const WinogradOps*>;
 
 // The ordered table (best first, scalar last); the first usable entry that supports g.
 const WinogradKernel& winograd_kernel(const WinogradGeom& g);

@@ -139,95 +139,84 @@ bool conv_fewc_supports_bwd_data(const ConvGeom& g) {
 }
 bool conv_fewc_supports_bwd_weights(const ConvGeom& g) { return g.Cg() <= 4 && g.sw == 1; }
 
+bool conv_winograd_applies(const ConvGeom& g) {
+  return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.G == 1 &&
+         g.ph >= 0 && g.ph <= 2 && g.pw >= 0 && g.pw <= 2 && g.P() > 0 && g.Q() > 0;
+}
+
+// The rule comes from bench/winograd.py --sweep (batch 4, pad 1, one thread, AMD EPYC Zen 5;
+// ratio = direct ms / Winograd ms, > 1: Winograd faster; cin/cout = the pass's own input/output
+// channels, i.e. (C, K) forward and (K, C) for the data gradient):
+//   AVX-512: cin <= 4 goes to the few-channel direct kernel, 2-2.5x faster (C=3, K=32..64:
+//     0.40-0.76); cin, cout <= 16 on maps up to 14x14: 0.82-0.98; everything else Winograd:
+//     8x8 at 28x28 1.39, 8->64 at 7x7 1.22, 16x16 at 28x28 1.33, 32x32 1.27-2.34,
+//     64x64 1.79-2.31, 128x128 1.81-3.07, 256x256 2.46-3.12.
+//   AVX2: any side below 16 channels: direct (8x8 0.47-0.61; C=3 0.34-1.12; 8->64 0.93-1.61);
+//     16x16 at 7x7: 0.76 forward / 1.27 data gradient, so direct; otherwise Winograd:
+//     16x16 at 14x14 and up 1.61-2.64, 16->64 1.79-2.95, 32x32 1.60-3.01, 64x64 1.99-2.55.
+//   scalar: not measured (a fallback); it follows the AVX2 rule.
+bool conv_winograd_preferred(const ConvGeom& g, bool backward) {
+  if (!conv_winograd_applies(g)) return false;
+  const int64_t cin = backward ? g.K : g.C, cout = backward ? g.C : g.K;
+  const int64_t pixels = g.P() * g.Q();
+  const bool small_channels = std::max(cin, cout) <= 16;
+  if (active_isa() == Isa::avx512) return cin > 4 && !(small_channels && pixels <= 14 * 14);
+  return std::min(cin, cout) >= 16 && !(small_channels && pixels <= 7 * 7);
+}
+
 namespace {
 
-bool any(const ConvGeom&) { return true; }
+constexpr auto any = any_geometry<ConvGeom>;
 int64_t none(const ConvGeom&) { return 0; }
 
-template <class Fn, size_t N>
-const ConvKernel<Fn>& pick(const ConvKernel<Fn> (&table)[N], const ConvGeom& g) {
-  for (const auto& k : table)
-    if (isa_usable(k.isa) && k.supports(g)) return k;
-  return table[N - 1];
-}
-
-const ConvKernel<ConvFwdFn> kFwd[] = {
+const ConvKernel<ConvFwdFn> kFwdRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd, avx512_impl::ws_fwd_fewc,
-     avx512_impl::conv_fwd_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::ws_fwd_blocked,
-     avx512_impl::conv_fwd_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd, avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_fwd_blocked, avx512_impl::ws_fwd_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd, avx2_impl::ws_fwd_fewc,
-     avx2_impl::conv_fwd_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::ws_fwd_blocked,
-     avx2_impl::conv_fwd_blocked},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd, avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
+    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked, avx2_impl::ws_fwd_blocked},
 #endif
-    {"direct_scalar", Isa::scalar, any, none, scalar_impl::conv_fwd},
+    {"direct_scalar", Isa::scalar, any, scalar_impl::conv_fwd, none},
 };
 
-const ConvKernel<ConvBwdDataFn> kBwdData[] = {
+const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data,
-     avx512_impl::ws_bwd_data_fewc, avx512_impl::conv_bwd_data_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::ws_bwd_data_blocked,
-     avx512_impl::conv_bwd_data_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data, avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data, avx2_impl::ws_bwd_data_fewc,
-     avx2_impl::conv_bwd_data_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::ws_bwd_data_blocked,
-     avx2_impl::conv_bwd_data_blocked},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data, avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
+    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
 #endif
-    {"direct_scalar", Isa::scalar, any, none, scalar_impl::conv_bwd_data},
+    {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_data, none},
 };
 
-const ConvKernel<ConvBwdWeightsFn> kBwdWeights[] = {
+const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights,
-     avx512_impl::ws_bwd_weights_fewc, avx512_impl::conv_bwd_weights_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::ws_bwd_weights_blocked,
-     avx512_impl::conv_bwd_weights_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights, avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights,
-     avx2_impl::ws_bwd_weights_fewc, avx2_impl::conv_bwd_weights_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::ws_bwd_weights_blocked,
-     avx2_impl::conv_bwd_weights_blocked},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights, avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
+    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
 #endif
-    {"direct_scalar", Isa::scalar, any, none, scalar_impl::conv_bwd_weights},
+    {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_weights, none},
 };
 
-// Whether the CPU and the build have `isa`, whatever CREMA_MAX_ISA says: the workspace must fit
-// any cap set later, but code compiled for an ISA the CPU lacks must never run (even the
-// workspace functions of conv_avx512.cpp are compiled with AVX-512 flags).
-bool isa_runnable(Isa isa) {
-  for (Isa built : built_isas())
-    if (built == isa) {
-      const CpuInfo& c = cpu_info();
-      return isa == Isa::scalar || (isa == Isa::avx2 && c.cpu_avx2) ||
-             (isa == Isa::avx512 && c.cpu_avx512);
-    }
-  return false;
-}
-
-template <class Fn, size_t N>
-int64_t table_ws(const ConvKernel<Fn> (&table)[N], const ConvGeom& g) {
-  int64_t m = 0;
-  for (const auto& k : table)
-    if (isa_runnable(k.isa) && k.supports(g)) m = std::max(m, k.workspace(g));
-  return m;
-}
+constexpr KernelTable<ConvGeom, ConvFwdFn> kFwd(kFwdRows);
+constexpr KernelTable<ConvGeom, ConvBwdDataFn> kBwdData(kBwdDataRows);
+constexpr KernelTable<ConvGeom, ConvBwdWeightsFn> kBwdWeights(kBwdWeightsRows);
 
 }  // namespace
 
-const ConvKernel<ConvFwdFn>& conv_fwd_kernel(const ConvGeom& g) { return pick(kFwd, g); }
+const ConvKernel<ConvFwdFn>& conv_fwd_kernel(const ConvGeom& g) { return kFwd.choose(g); }
 const ConvKernel<ConvBwdDataFn>& conv_bwd_data_kernel(const ConvGeom& g) {
-  return pick(kBwdData, g);
+  return kBwdData.choose(g);
 }
 const ConvKernel<ConvBwdWeightsFn>& conv_bwd_weights_kernel(const ConvGeom& g) {
-  return pick(kBwdWeights, g);
+  return kBwdWeights.choose(g);
 }
 
 int64_t conv_weight_cache_floats(const ConvGeom& g) {
@@ -242,7 +231,7 @@ int64_t conv_weight_cache_floats(const ConvGeom& g) {
 }
 
 int64_t conv_workspace_floats(const ConvGeom& g) {
-  return std::max({table_ws(kFwd, g), table_ws(kBwdData, g), table_ws(kBwdWeights, g)});
+  return std::max({kFwd.max_workspace(g), kBwdData.max_workspace(g), kBwdWeights.max_workspace(g)});
 }
 
 }  // namespace crema

@@ -156,7 +156,7 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
   int32_t hdr[kHeaderFloats] = {};
   hdr[0] = kCacheMagic;
   hdr[1] = g.tile;
-  hdr[2] = kern.ops->panel;
+  hdr[2] = kern.fn->panel;
   hdr[3] = flip ? 1 : 0;
   const int64_t dims[2] = {g.channels, g.out_channels};
   std::memcpy(&hdr[4], dims, sizeof(dims));
@@ -167,7 +167,7 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
       std::memcmp(copy, w, sizeof(float) * L.weights) == 0)
     return u;
   std::memset(cache, 0, sizeof(hdr));  // incomplete until the end
-  const WinogradOps* ops = kern.ops;
+  const WinogradOps* ops = kern.fn;
   parallel_for(g.c_pad(), g.alpha() * g.alpha() * g.k_pad() * 8, [&](int64_t c) {
     ops->filter_transform(w, g, flip, ops->panel, u, c, c + 1);
   });
@@ -179,7 +179,7 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
 void run(const float* x, const float* w, bool flip, const float* bias, const WinogradGeom& g,
          float* y, float* workspace, int64_t workspace_floats, float* cache) {
   const WinogradKernel& kern = winograd_kernel(g);
-  const WinogradOps* ops = kern.ops;
+  const WinogradOps* ops = kern.fn;
   Layout L{};
   layout(g, &L);
   const float* u = ensure_filter(kern, w, flip, g, cache);
@@ -276,7 +276,7 @@ int64_t winograd_filter_cache_floats(const WinogradGeom& g) {
 }
 
 const WinogradKernel& winograd_kernel(const WinogradGeom& g) {
-  static const WinogradKernel table[] = {
+  static const WinogradKernel rows[] = {
 #ifdef CREMA_BUILD_AVX512
       {"winograd_avx512", Isa::avx512, supports_all, &avx512_impl::winograd_ops},
 #endif
@@ -285,9 +285,8 @@ const WinogradKernel& winograd_kernel(const WinogradGeom& g) {
 #endif
       {"winograd_scalar", Isa::scalar, supports_all, &scalar_impl::winograd_ops},
   };
-  for (const auto& k : table)
-    if (isa_usable(k.isa) && k.supports(g)) return k;
-  return table[sizeof(table) / sizeof(table[0]) - 1];
+  static constexpr KernelTable<WinogradGeom, const WinogradOps*> table(rows);
+  return table.choose(g);
 }
 
 void winograd_forward(const float* x, const float* w, const float* bias, const WinogradGeom& g,

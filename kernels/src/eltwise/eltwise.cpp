@@ -13,19 +13,20 @@ void relu_bwd(const float* x, const float* dy, float* dx, int64_t n, float slope
 
 }  // namespace scalar_impl
 
-const ReluKernel& relu_kernel() {
-  static const ReluKernel table[] = {
+namespace {
+constexpr auto any = any_geometry<int64_t>;
+const ReluKernel kRows[] = {
 #ifdef CREMA_BUILD_AVX512
-      {"relu_avx512", Isa::avx512, avx512_impl::relu_fwd, avx512_impl::relu_bwd},
+    {"relu_avx512", Isa::avx512, any, {avx512_impl::relu_fwd, avx512_impl::relu_bwd}},
 #endif
 #ifdef CREMA_BUILD_AVX2
-      {"relu_avx2", Isa::avx2, avx2_impl::relu_fwd, avx2_impl::relu_bwd},
+    {"relu_avx2", Isa::avx2, any, {avx2_impl::relu_fwd, avx2_impl::relu_bwd}},
 #endif
-      {"relu_scalar", Isa::scalar, scalar_impl::relu_fwd, scalar_impl::relu_bwd},
-  };
-  for (const auto& k : table)
-    if (isa_usable(k.isa)) return k;
-  return table[sizeof(table) / sizeof(table[0]) - 1];
-}
+    {"relu_scalar", Isa::scalar, any, {scalar_impl::relu_fwd, scalar_impl::relu_bwd}},
+};
+constexpr KernelTable<int64_t, ReluFns> kTable(kRows);
+}  // namespace
+
+const ReluKernel& relu_kernel() { return kTable.choose(0); }
 
 }  // namespace crema

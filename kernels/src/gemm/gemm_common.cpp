@@ -37,15 +37,17 @@ struct ScalarTile {
   }
 };
 
-const crema::SgemmKernel kTable[] = {
+constexpr auto any = crema::any_geometry<crema::GemmArgs>;
+const crema::SgemmKernel kRows[] = {
 #if defined(CREMA_BUILD_AVX512)
-    {"sgemm_avx512_14x32", crema::Isa::avx512, 14, 32, crema::sgemm_avx512},
+    {"sgemm_avx512_14x32", crema::Isa::avx512, any, crema::sgemm_avx512},
 #endif
 #if defined(CREMA_BUILD_AVX2)
-    {"sgemm_avx2_6x16", crema::Isa::avx2, 6, 16, crema::sgemm_avx2},
+    {"sgemm_avx2_6x16", crema::Isa::avx2, any, crema::sgemm_avx2},
 #endif
-    {"sgemm_scalar_4x8", crema::Isa::scalar, 4, 8, crema::sgemm_scalar},
+    {"sgemm_scalar_4x8", crema::Isa::scalar, any, crema::sgemm_scalar},
 };
+constexpr crema::KernelTable<crema::GemmArgs, crema::SgemmFn> kTable(kRows);
 
 }  // namespace
 
@@ -65,12 +67,8 @@ const char* sgemm_args_error(const GemmArgs& g) {
   return nullptr;
 }
 
-const SgemmKernel& sgemm_kernel() {
-  for (const auto& k : kTable)
-    if (isa_usable(k.isa)) return k;
-  return kTable[sizeof(kTable) / sizeof(kTable[0]) - 1];
-}
+const SgemmKernel& sgemm_kernel() { return kTable.choose(GemmArgs{}); }
 
-void sgemm(const GemmArgs& g) { sgemm_kernel().fn(g); }
+void sgemm(const GemmArgs& g) { kTable.choose(g).fn(g); }
 
 }  // namespace crema

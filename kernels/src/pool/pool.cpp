@@ -158,7 +158,7 @@ void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx) {
 
 namespace {
 
-bool any_geometry(const PoolGeom&) { return true; }
+constexpr auto any = any_geometry<PoolGeom>;
 [[maybe_unused]] bool vector_geometry(const PoolGeom& g) { return pool_fits_int32(g); }
 // Windows that do not overlap: every image element has at most one output, so the argmax
 // scatter has no two lanes writing the same element.
@@ -166,11 +166,9 @@ bool any_geometry(const PoolGeom&) { return true; }
   return g.stride_h >= g.kernel_h && g.stride_w >= g.kernel_w;
 }
 
-template <class K, size_t N>
-const K& pick(const K (&table)[N], const PoolGeom& g) {
-  for (const auto& k : table)
-    if (isa_usable(k.isa) && k.supports(g)) return k;
-  return table[N - 1];
+template <class Fn, size_t N>
+const PoolKernel<Fn>& pick(const PoolKernel<Fn> (&rows)[N], const PoolGeom& g) {
+  return KernelTable<PoolGeom, Fn>(rows).choose(g);
 }
 
 }  // namespace
@@ -183,7 +181,7 @@ const PoolKernel<MaxPoolFwdFn>& max_pool_fwd_kernel(const PoolGeom& g) {
 #ifdef CREMA_BUILD_AVX2
       {"max_pool_fwd_avx2", Isa::avx2, vector_geometry, avx2_impl::max_pool_fwd},
 #endif
-      {"max_pool_fwd_scalar", Isa::scalar, any_geometry, scalar_impl::max_pool_fwd},
+      {"max_pool_fwd_scalar", Isa::scalar, any, scalar_impl::max_pool_fwd},
   };
   return pick(table, g);
 }
@@ -196,7 +194,7 @@ const PoolKernel<MaxPoolBwdFn>& max_pool_bwd_kernel(const PoolGeom& g) {
        avx512_impl::max_pool_bwd_disjoint},
 #endif
 
-      {"max_pool_bwd_scalar", Isa::scalar, any_geometry, scalar_impl::max_pool_bwd},
+      {"max_pool_bwd_scalar", Isa::scalar, any, scalar_impl::max_pool_bwd},
   };
   return pick(table, g);
 }
@@ -209,7 +207,7 @@ const PoolKernel<AvePoolFwdFn>& ave_pool_fwd_kernel(const PoolGeom& g) {
 #ifdef CREMA_BUILD_AVX2
       {"ave_pool_fwd_avx2", Isa::avx2, vector_geometry, avx2_impl::ave_pool_fwd},
 #endif
-      {"ave_pool_fwd_scalar", Isa::scalar, any_geometry, scalar_impl::ave_pool_fwd},
+      {"ave_pool_fwd_scalar", Isa::scalar, any, scalar_impl::ave_pool_fwd},
   };
   return pick(table, g);
 }
@@ -222,7 +220,7 @@ const PoolKernel<AvePoolBwdFn>& ave_pool_bwd_kernel(const PoolGeom& g) {
 #ifdef CREMA_BUILD_AVX2
       {"ave_pool_bwd_avx2", Isa::avx2, vector_geometry, avx2_impl::ave_pool_bwd},
 #endif
-      {"ave_pool_bwd_scalar", Isa::scalar, any_geometry, scalar_impl::ave_pool_bwd},
+      {"ave_pool_bwd_scalar", Isa::scalar, any, scalar_impl::ave_pool_bwd},
   };
   return pick(table, g);
 }
