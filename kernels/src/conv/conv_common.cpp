@@ -171,11 +171,14 @@ int64_t none(const ConvGeom&) { return 0; }
 
 const ConvKernel<ConvFwdFn> kFwdRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd, avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_fwd_blocked, avx512_impl::ws_fwd_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd,
+     avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any,
+     avx512_impl::conv_fwd_blocked, avx512_impl::ws_fwd_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd, avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd,
+     avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
     {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked, avx2_impl::ws_fwd_blocked},
 #endif
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_fwd, none},
@@ -183,24 +186,32 @@ const ConvKernel<ConvFwdFn> kFwdRows[] = {
 
 const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data, avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data,
+     avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any,
+     avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data, avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data,
+     avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
+    {"direct_blocked_avx2", Isa::avx2, any,
+     avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
 #endif
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_data, none},
 };
 
 const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
 #ifdef CREMA_BUILD_AVX512
-    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights, avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
+    {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights,
+     avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
+    {"direct_blocked_avx512", Isa::avx512, any,
+     avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
-    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights, avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
+    {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights,
+     avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
+    {"direct_blocked_avx2", Isa::avx2, any,
+     avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
 #endif
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_weights, none},
 };
