@@ -10,7 +10,7 @@ Under DIR/caffe the tool lays out a small Caffe root: the files the notebooks re
 of the checkout (prototxts, example images, the ImageNet mean .npy, style names) and stand-ins,
 made here, for everything the notebooks download or build with Caffe's scripts:
 - models/bvlc_reference_caffenet/bvlc_reference_caffenet.caffemodel: CaffeNet (deploy.prototxt
-  of the checkout) with random weights (He-scaled normal, zero biases), written by crema;
+  of the checkout) with random weights scaled to unit activations, zero biases, written by crema;
 - data/ilsvrc12/synset_words.txt (1000 made-up class names) and imagenet_mean.binaryproto (a
   constant BGR mean, 3x256x256);
 - examples/mnist/mnist_{train,test}_lmdb: digits drawn with Pillow's font at random sizes and
@@ -85,6 +85,12 @@ SUBSTITUTIONS = {
                      "batch 50 -> 5 to keep CaffeNet's CPU time short"),
     ],
     "01-learning-lenet": [
+        Substitution(28, "niter = 200", "niter = 40",
+                     "200 -> 40 training iterations (LeNet on a CPU)"),
+        Substitution(28, "for test_it in range(100):", "for test_it in range(10):",
+                     "100 -> 10 test batches per test (the stand-in test set has 500 images)"),
+        Substitution(28, "correct / 1e4", "correct / 1e3",
+                     "accuracy over the 10 x 100 images tested"),
         Substitution(36, "test_interval = niter / 10", "test_interval = niter // 10",
                      "Python 2 integer division (a float index fails in Python 3)"),
     ],
@@ -121,19 +127,27 @@ GPU_CALL = re.compile(r"^\s*caffe\.(set_mode_gpu\(\)|set_device\(\s*\d+\s*\))\s*
 
 # --- stand-ins --------------------------------------------------------------------------------
 
-def write_random_weights(deploy, out, seed=0):
-    """A caffemodel for the net of `deploy` with random weights: He-scaled normal weights
-    (std sqrt(2 / fan_in), so that activations neither vanish nor explode through the layers)
-    and zero biases."""
+def write_random_weights(deploy, out, seed=0, pixel_std=50.0):
+    """A caffemodel for the net of `deploy` with random weights and zero biases, scaled layer by
+    layer so that each layer's output has unit standard deviation on inputs like the notebooks'
+    (mean-subtracted pixels, std `pixel_std`): with unscaled weights the activations grow by
+    orders of magnitude through CaffeNet and fine-tuning from them diverges at once."""
     import engine
     net = engine.Net(deploy, engine.TEST)
     rng = np.random.default_rng(seed)
-    for blobs in net.params.values():
+    for name in net.inputs:
+        blob = net.blobs[name]
+        blob.reshape(1, *blob.shape[1:])
+        blob.data[...] = rng.normal(0.0, pixel_std, blob.shape)
+    for name, blobs in net.params.items():
         weights = blobs[0].data
-        fan_in = int(np.prod(weights.shape[1:])) or 1
-        weights[...] = rng.standard_normal(weights.shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
+        weights[...] = rng.standard_normal(weights.shape, dtype=np.float32)
         for bias in blobs[1:]:
             bias.data[...] = 0
+        net.forward(end=name)
+        std = float(net.blobs[net.top_names[name][0]].data.std())
+        if std > 0:
+            weights /= std
     net.save(out)
     return out
 
@@ -514,7 +528,9 @@ def main(argv=None):
         report = os.path.join(out, f"{name}.json")
         if os.path.exists(report):
             os.remove(report)
-        cmd = [sys.executable, "-m", "engine.tools.notebook_compat", "--out", out,
+        # faulthandler: a crash in native code still shows where the notebook was
+        cmd = [sys.executable, "-X", "faulthandler", "-m", "engine.tools.notebook_compat",
+               "--out", out,
                "--run-notebook", name]
         try:
             proc = subprocess.run(cmd, env=env, timeout=args.timeout, stdout=subprocess.PIPE,
