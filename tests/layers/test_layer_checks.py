@@ -105,6 +105,31 @@ def infogain_file(n):
     return make
 
 
+def window_file(*windows, text=None):
+    """A WindowData window file over one 6 x 8 color image, with `windows` ("label overlap x1 y1
+    x2 y2" strings), or `text` as the whole file."""
+    def make(tmp_path):
+        from PIL import Image
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "w.png")
+        path = tmp_path / "windows.txt"
+        body = "\n".join(["# 0", "w.png", "3", "6", "8", str(len(windows)), *windows])
+        path.write_text((body if text is None else text) + "\n")
+        mean = tmp_path / "mean.binaryproto"
+        mean.write_bytes(array_to_blobproto(np.zeros((1, 3, 4, 4), np.float32))
+                         .SerializeToString())
+        return {"list": path, "dir": f"{tmp_path}/", "mean": mean}
+    return make
+
+
+def window_layer(transform="crop_size: 4", source="{list}"):
+    return L("WindowData", f'window_data_param {{ source: "{source}" root_folder: "{{dir}}" '
+                           'batch_size: 2 fg_threshold: 0.5 bg_threshold: 0.5 fg_fraction: 0.5 } '
+                           f'transform_param {{ {transform} }}', (), ("data", "label"))
+
+
+FG, BG = "1 0.9 0 0 3 3", "0 0.1 1 1 4 4"
+
+
 ROWS = [
     # -- include/caffe/layer.hpp: CheckBlobCounts and SetLossWeights -------------------------
     Row("layer.hpp:349", L("Softmax", bottoms=("a", "b")), ((2, 3), (2, 3)),
@@ -662,6 +687,35 @@ ROWS = [
     Row("tile_layer.cpp:13", L("Tile"), ((2, 3),), r"tiles must be specified"),
     Row("tile_layer.cpp:15", L("Tile", "tile_param { tiles: 0 }"), ((2, 3),),
         r"tiles must be positive"),
+    # -- window_data_layer.cpp ----------------------------------------------------------------
+    Row("window_data_layer.cpp:79", window_layer(source="/nonexistent/windows.txt"), (),
+        r"cannot open window_data_param source '/nonexistent/windows.txt'"),
+    Row("window_data_layer.cpp:88", window_layer(), (), r"window file .* lists no images",
+        files=window_file(text="")),
+    Row("window_data_layer.cpp:91", window_layer(), (), r"expected '#' starting an image entry",
+        files=window_file(text="0 0\nw.png")),
+    Row("window_data_layer.cpp:134", window_layer(), (),
+        r"is foreground and needs a class index > 0, got 0",
+        files=window_file("0 0.9 0 0 3 3", BG)),
+    Row("window_data_layer.cpp:173", window_layer("crop_size: 0"), (),
+        r"crop_size must be positive", files=window_file(FG, BG)),
+    Row("window_data_layer.cpp:202",
+        window_layer('crop_size: 4 mean_file: "{mean}" mean_value: 1'), (),
+        r"both mean_file and mean_value", files=window_file(FG, BG)),
+    Row("window_data_layer.cpp:207", window_layer("crop_size: 4 mean_value: 1 mean_value: 2"),
+        (), r"gives 2 mean_value", files=window_file(FG, BG)),
+    Row("window_data_layer.cpp:268", window_layer(), (), r"has no foreground windows",
+        files=window_file(BG)),
+    Row("window_data_layer.cpp:269", window_layer(), (), r"has no background windows",
+        files=window_file(FG)),
+    Row("window_data_layer.cpp:349", window_layer(), (), r"window \(-1, 0, 3, 3\) is not inside",
+        files=window_file("1 0.9 -1 0 3 3", BG)),
+    Row("window_data_layer.cpp:350", window_layer(), (), r"window \(0, -1, 3, 3\) is not inside",
+        files=window_file("1 0.9 0 -1 3 3", BG)),
+    Row("window_data_layer.cpp:351", window_layer(), (), r"window \(0, 0, 8, 3\) is not inside",
+        files=window_file("1 0.9 0 0 8 3", BG)),
+    Row("window_data_layer.cpp:352", window_layer(), (), r"window \(0, 0, 3, 6\) is not inside",
+        files=window_file("1 0.9 0 0 3 6", BG)),
     # -- data_transformer.cpp (through the Data layer) -----------------------------------------
     Row("data_transformer.cpp:21",
         L("Data", 'data_param { source: "{db}" batch_size: 1 backend: LMDB } '
