@@ -134,8 +134,61 @@ def _unflatten_extras(flat, where):
         manifest = json.loads(str(raw))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise SolverError(f"{where}: crema extras have no readable manifest ({exc})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise SolverError(f"{where}: crema extras are damaged: {problem}")
     arrays = {k: v for k, v in flat.items() if k != "manifest"}
     return manifest, arrays
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _layer_entries_problem(entries, what):
+    if not isinstance(entries, list):
+        return f"{what} is not a list"
+    for entry in entries:
+        if not (isinstance(entry, dict) and _is_int(entry.get("index")) and entry["index"] >= 0
+                and isinstance(entry.get("name"), str) and isinstance(entry.get("items"), dict)):
+            return f"{what} holds an entry without index, name and items: {entry!r:.200}"
+        for key, item in entry["items"].items():
+            if not (isinstance(item, dict) and (isinstance(item.get("array"), str)
+                                                or "value" in item)):
+                return f"layer '{entry['name']}' item '{key}' has neither array nor value"
+    return None
+
+
+def _manifest_problem(manifest):
+    """What makes a manifest unusable (the layout Solver._extras writes), or None: a damaged
+    file that still parses as JSON must not reach the solver as a half-valid manifest."""
+    if not isinstance(manifest, dict):
+        return f"the manifest is a {type(manifest).__name__}, not an object"
+    if not isinstance(manifest.get("rng"), dict):
+        return "the manifest has no random generator state"
+    problem = _layer_entries_problem(manifest.get("layers", []), "'layers'")
+    if problem:
+        return problem
+    ranks = manifest.get("ranks")
+    if ranks is not None:
+        if not isinstance(ranks, list):
+            return "'ranks' is not a list"
+        for i, entries in enumerate(ranks):
+            problem = _layer_entries_problem(entries, f"'ranks'[{i}]")
+            if problem:
+                return problem
+    window = manifest.get("loss_window")
+    if window is not None and not (
+            isinstance(window, dict) and isinstance(window.get("losses"), list)
+            and all(_is_number(x) for x in window["losses"])
+            and _is_number(window.get("smoothed")) and _is_int(window.get("origin"))
+            and _is_int(window.get("average_loss"))):
+        return f"'loss_window' is not a window of losses: {window!r:.200}"
+    return None
 
 
 def read_extras_npz(path):
