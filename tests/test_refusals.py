@@ -15,6 +15,7 @@ rather than repeated here: tests/solvers/test_snapshot.py (corrupt sidecar, dama
 state without learned_net), tests/cli/test_cli.py (-iterations out of range, -weights a,,b for
 `crema test`).
 """
+import json
 import re
 
 import h5py
@@ -23,6 +24,7 @@ import pytest
 
 import engine
 from engine import crema_pb2
+from engine.data import lmdb_io
 from engine.errors import CremaError, PrototxtError, SolverError, WeightsError
 
 NET = """name: "tiny"
@@ -223,6 +225,46 @@ def test_sidecar_with_a_damaged_manifest_is_refused_naming_it(tmp_path):
         np.savez(fh, **arrays)
     with raises_naming(SolverError, sidecar, "'loss_window' is not a window of losses"):
         engine.get_solver(solver_path).restore(state)
+
+
+DATA_NET = """name: "reader"
+layer { name: "data" type: "Data" top: "x" top: "label"
+  data_param { source: "@DB@" batch_size: 2 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "out"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("damage", [{"value": "abc"}, {"value": None}, {"value": float("nan")},
+                                    None], ids=["text", "null", "nan", "missing"])
+def test_sidecar_with_a_damaged_layer_state_is_refused_naming_it(tmp_path, damage):
+    """The data layer's saved reading position, damaged (or missing) inside a manifest that
+    is otherwise whole."""
+    db = str(tmp_path / "db")
+    lmdb_io.write_arrays(db, np.zeros((4, 1, 2, 3), np.uint8), np.arange(4))
+    net = tmp_path / "reader.prototxt"
+    net.write_text(DATA_NET.replace("@DB@", db))
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(f'net: "{net}" base_lr: 0.1 lr_policy: "fixed" '
+                           f'snapshot_prefix: "{tmp_path}/run"')
+    solver = engine.get_solver(str(solver_path))
+    solver.step(1)
+    _, state = solver.snapshot()
+    sidecar = state + ".crema"
+    with np.load(sidecar) as data:
+        arrays = {k: data[k] for k in data.files}
+    manifest = json.loads(str(arrays["manifest"]))
+    items = manifest["layers"][0]["items"]
+    if damage is None:
+        del items["offset"]
+    else:
+        items["offset"] = damage
+    arrays["manifest"] = np.array(json.dumps(manifest))
+    with open(sidecar, "wb") as fh:
+        np.savez(fh, **arrays)
+    with raises_naming(SolverError, state, "layer 'data'"):
+        engine.get_solver(str(solver_path)).restore(state)
 
 
 @pytest.mark.parametrize("fmt", ["BINARYPROTO", "HDF5"])
