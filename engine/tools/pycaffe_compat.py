@@ -20,14 +20,14 @@ import importlib
 import importlib.abc
 import importlib.util
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 TEST_DIR = "python/caffe/test"
 
@@ -156,8 +156,10 @@ def iteritems(d, **kw): return iter(d.items(**kw))
 def iterkeys(d, **kw): return iter(d.keys(**kw))
 '''
 
-BOOTSTRAP = ("import sys; from engine.tools.pycaffe_compat import install_caffe_alias; "
-             "install_caffe_alias(); import pytest; sys.exit(pytest.main(sys.argv[1:]))")
+# The pytest subprocess: argv[1] is the JSON report's path, the rest are pytest's arguments.
+BOOTSTRAP = ("import sys; from engine.tools.pycaffe_compat import install_caffe_alias, "
+             "ResultRecorder; install_caffe_alias(); import pytest; "
+             "sys.exit(pytest.main(sys.argv[2:], plugins=[ResultRecorder(sys.argv[1])]))")
 
 
 def support_folder(dest):
@@ -178,50 +180,58 @@ class Result:
     reason: str = ""  # first line of the failure, error or skip message
 
 
-def _first_line(message, details):
-    """The most telling line: pytest's message unless it is a generic one, else the first
-    'E   ...' line of the traceback text."""
-    generic = ("collection failure", "failed on setup", "failed on teardown")
-    message = (message or "").strip()
-    if message and not any(message.startswith(g) for g in generic):
-        return message.splitlines()[0]
-    for line in (details or "").splitlines():
+def first_error_line(text):
+    """The line that says what went wrong in a pytest failure text: the first 'E   ...' line
+    (the exception), else the last non-empty line."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    for line in lines:
         if line.startswith("E   "):
             return line[4:].strip()
-    return message.splitlines()[0] if message else ""
+    return lines[-1].strip() if lines else ""
 
 
-def parse_junit(path, test_file):
-    """Results from a pytest JUnit XML report; ids look like test_net.py::TestNet::test_memory."""
-    root = ET.parse(path).getroot()
-    results = []
-    for case in root.iter("testcase"):
-        cls = case.get("classname", "")
-        if cls:  # classname is module[.Class]: the module is the file already named
-            test_id = "::".join([test_file] + cls.split(".")[1:] + [case.get("name", "")])
-        else:    # a file that failed to import (collect) has no test of its own
-            test_id = f"{test_file} (import)"
-        outcome, reason = "pass", ""
-        for tag, name in (("failure", "fail"), ("error", "error"), ("skipped", "skip")):
-            node = case.find(tag)
-            if node is not None:
-                outcome, reason = name, _first_line(node.get("message"), node.text)
-                break
-        results.append(Result(test_id, outcome, reason))
-    return results
+class ResultRecorder:
+    """pytest plugin: one Result per test (and per file that fails to import), written as JSON
+    to `path` at the end of the session."""
+
+    def __init__(self, path):
+        self.path = path
+        self.results = {}  # node id -> Result, in the order tests report
+
+    def _set(self, nodeid, outcome, reason=""):
+        self.results[nodeid] = Result(nodeid, outcome, reason)
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self._set(f"{report.nodeid} (import)", "error", first_error_line(report.longreprtext))
+
+    def pytest_runtest_logreport(self, report):
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            self._set(report.nodeid, "skip", reason.removeprefix("Skipped: "))
+        elif report.failed:
+            outcome = "fail" if report.when == "call" else "error"
+            self._set(report.nodeid, outcome, first_error_line(report.longreprtext))
+        elif report.when == "call":
+            self._set(report.nodeid, "pass")
+
+    def pytest_sessionfinish(self):
+        with open(self.path, "w") as f:
+            json.dump([asdict(r) for r in self.results.values()], f)
 
 
 def run_test_file(test_path, work_dir, support, timeout, select=None):
-    """Run one of Caffe's test files under pytest in a subprocess; returns its Results."""
+    """Run one of Caffe's test files under pytest in a subprocess (working directory
+    `work_dir`); returns its Results, with ids relative to the test's folder."""
     name = os.path.basename(test_path)
-    report = os.path.join(work_dir, name + ".xml")
+    report = os.path.join(work_dir, name + ".json")
     ini = os.path.join(work_dir, "pytest.ini")
     with open(ini, "w") as f:
         f.write("[pytest]\n")  # so that no pytest configuration around the folder applies
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [support, env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-c", BOOTSTRAP, test_path, "-q", "-p", "no:cacheprovider",
-           "-c", ini, "--rootdir", work_dir, f"--junitxml={report}", "-o", "junit_family=xunit1"]
+    cmd = [sys.executable, "-c", BOOTSTRAP, report, test_path, "-q", "-p", "no:cacheprovider",
+           "-c", ini, "--rootdir", os.path.dirname(test_path)]
     if select:
         cmd += ["-k", select]
     try:
@@ -232,7 +242,8 @@ def run_test_file(test_path, work_dir, support, timeout, select=None):
     if not os.path.exists(report):
         tail = proc.stdout.decode(errors="replace").strip().splitlines()[-1:] or [""]
         return [Result(name, "error", f"pytest exited {proc.returncode}: {tail[0]}")]
-    results = parse_junit(report, name)
+    with open(report) as f:
+        results = [Result(**r) for r in json.load(f)]
     if not results and proc.returncode not in (0, 5):
         return [Result(name, "error", f"pytest exited {proc.returncode} with no test result")]
     return results
