@@ -20,6 +20,7 @@ also prints the Python traceback.
 """
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -136,6 +137,7 @@ log = logging.getLogger("crema")
 
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+_GFLAGS_INT = re.compile(r"[+-]?[0-9]+|0[xX][0-9a-fA-F]+", re.ASCII)
 
 
 class UsageError(Exception):
@@ -231,10 +233,11 @@ def parse_args(argv):
             value = argv[i]
             i += 1
         if kind == "int":
-            try:
-                value = int(value)
-            except ValueError:
-                raise UsageError(f"flag -{name} needs an integer, got '{value}'") from None
+            # gflags' strtoll: decimal with an optional sign, or hex after "0x"; Python's int()
+            # would also take "1_000", spaces and non-ASCII digits
+            if _GFLAGS_INT.fullmatch(value) is None:
+                raise UsageError(f"flag -{name} needs an integer, got '{value}'")
+            value = int(value, 16 if value[:2].lower() == "0x" else 10)
             if not INT32_MIN <= value <= INT32_MAX:  # gflags' int32 flags refuse these
                 raise UsageError(f"flag -{name}: value {value} is out of range (a 32-bit "
                                  f"integer, {INT32_MIN} to {INT32_MAX})")

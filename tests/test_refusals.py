@@ -10,10 +10,9 @@ solver or name no weights, prototxt with a non-repeated field given twice, V1 fi
 that are not UTF-8. Command-line flags: gflags' int32 range and empty -weights entries. Sizes:
 a blob of more than INT_MAX elements.
 
-Refusals tested elsewhere with a file-naming message are listed in the final report of issue 9
-rather than repeated here: tests/solvers/test_snapshot.py (corrupt sidecar, damaged HDF5 state,
-state without learned_net), tests/cli/test_cli.py (-iterations out of range, -weights a,,b for
-`crema test`).
+Tests beside the code (tests/solvers/test_snapshot.py, test_solvers.py, test_lr_policy.py,
+tests/cli/test_cli.py, tests/net/test_weights.py) cover several of these with solvers given as
+text; here each one comes from a file, and the message must name it.
 """
 import json
 import re
@@ -399,6 +398,16 @@ def test_integer_flags_out_of_int32_range_are_refused(flag, value):
     # the bounds themselves are values
     for edge in ("2147483647", "-2147483648"):
         assert getattr(parse_args(["train", f"-{flag}={edge}"])[2], flag) == int(edge)
+
+
+@pytest.mark.parametrize("value", ["1_000", " 12", "1.5", "\u0661\u0662", "", "0x", "-0x10"])
+def test_integer_flags_take_what_gflags_parses(value):
+    """Decimal with an optional sign, or hex after 0x (strtoll); not Python's wider int()."""
+    from engine.cli import UsageError, parse_args
+    with pytest.raises(UsageError, match="-iterations needs an integer"):
+        parse_args(["test", "-iterations", value])
+    assert parse_args(["test", "-iterations=0x10"])[2].iterations == 16
+    assert parse_args(["test", "-iterations=+7"])[2].iterations == 7
 
 
 @pytest.mark.parametrize("command", ["train", "test"])
