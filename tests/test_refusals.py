@@ -213,6 +213,20 @@ def test_damaged_sidecar_is_refused_naming_it(tmp_path, how):
         engine.get_solver(solver_path).restore(state)
 
 
+def test_sidecar_with_a_damaged_array_header_is_refused_naming_it(tmp_path):
+    """A whole zip archive (checksums right) whose .npy header does not parse: numpy's loader
+    raises the tokenizer's own error. Found by tests/test_fuzz_files.py."""
+    import zipfile
+    solver_path, _, state = snapshot(tmp_path)
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, "
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(12)
+    with zipfile.ZipFile(state + ".crema", "w") as archive:
+        archive.writestr("manifest.npy", npy)
+    with raises_naming(SolverError, state + ".crema", "cannot read crema extras"):
+        engine.get_solver(solver_path).restore(state)
+
+
 def test_sidecar_with_a_damaged_manifest_is_refused_naming_it(tmp_path):
     """A manifest that still parses as JSON but lacks what the solver reads."""
     solver_path, _, state = snapshot(tmp_path)
