@@ -8,8 +8,8 @@ All three read ConvolutionParameter with Caffe's rules (BaseConvolutionLayer::La
   it the spatial axes. Only 2 spatial axes are supported: N-D convolution is refused.
 float32 Convolution/Deconvolution run the native direct convolution kernels (engine.kernels.conv_*,
 kernels/include/crema/conv.h: blocked layouts and register-tiled micro-kernels, no im2col), or for
-the forward and data-gradient passes the Winograd kernels where engine.kernels.conv_algorithm
-finds them faster; workspaces are allocated in reshape and the chosen kernel's name is recorded
+the forward and data-gradient passes the Winograd kernels where engine.kernels.conv_algorithm's
+per-ISA rule (measured once, the same on every rank) prefers them; workspaces are allocated in reshape and the chosen kernel's name is recorded
 in `self.kernel` (`self.kernels` names all three passes, `self.algorithm` the choice). float64
 (gradient checks), CREMA_KERNELS=reference and builds without the native module take the
 im2col + matrix-product path below, whose column workspace (one image at a time) is allocated on
@@ -241,8 +241,8 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
             self.conv_wcache = np.zeros(max(csize, 1), dtype=np.float32)
         names = {op: kernels.conv_kernel_name(op, self.native_geometry, x)
                  for op in kernels.CONV_OPS}
-        # The convolution's forward and data-gradient passes may run as Winograd where that is
-        # faster (engine.kernels.conv_algorithm); its buffers are allocated here too.
+        # The convolution's forward and data-gradient passes may run as Winograd where the
+        # per-ISA rule prefers it (engine.kernels.conv_algorithm); its buffers are allocated here.
         self.algorithm = {op: kernels.conv_algorithm(self.native_geometry, op)
                           for op in ("fwd", "bwd_data")}
         if "winograd" in self.algorithm.values():
