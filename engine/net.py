@@ -120,6 +120,15 @@ def insert_splits(param):
     return out
 
 
+def _in_context(exc, prefix):
+    """`exc` with `prefix` (file:line: layer 'name' (type T): ) in front of its message, unless
+    it already names the layer: errors raised below the layer (a filler's type, Blob's INT_MAX
+    check) know neither the file nor the layer."""
+    if "layer '" not in str(exc):
+        exc.args = (prefix + str(exc),) + exc.args[1:]
+    return exc
+
+
 # --- The net --------------------------------------------------------------------------------
 
 def _parse_args(args, kwargs):
@@ -195,8 +204,8 @@ class Net:
             cls = layer_class(lp.type, where=f"{where}layer '{lp.name}': ")
             try:
                 layer = cls(lp, self.phase)
-            except CremaError:
-                raise
+            except CremaError as exc:
+                raise _in_context(exc, f"{where}layer '{lp.name}' (type {lp.type}): ")
             except Exception as exc:
                 raise LayerError(f"{where}layer '{lp.name}' (type {lp.type}): {exc}") from exc
             layer.source = where
@@ -332,8 +341,8 @@ class Net:
             if extra:
                 return getattr(layer, method)(tops, extra[0], bottoms)
             return getattr(layer, method)(bottoms, tops)
-        except CremaError:
-            raise
+        except CremaError as exc:
+            raise _in_context(exc, f"{layer.source}layer '{layer.name}' (type {layer.type}): ")
         except Exception as exc:
             shapes = ", ".join(f"{n}{b.shape}" for n, b in
                                zip(layer.param.bottom, bottoms)) or "none"

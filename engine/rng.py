@@ -68,7 +68,12 @@ def get_state():
 
 
 def _from_state(state):
-    bit_gen = getattr(np.random, state["bit_generator"])()
+    # Only a bit generator's class may be named: a damaged name must not call another numpy
+    # function (np.random.seed would reseed the legacy global stream).
+    cls = getattr(np.random, str(state["bit_generator"]), None)
+    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
+        raise ValueError(f"unknown bit generator {state['bit_generator']!r}")
+    bit_gen = cls()
     bit_gen.state = state
     return np.random.Generator(bit_gen)
 

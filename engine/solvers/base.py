@@ -52,7 +52,7 @@ from google.protobuf import text_format
 
 from .. import crema_pb2, rng
 from ..data.sharding import ShardMismatchError
-from ..errors import SolverError
+from ..errors import CremaError, SolverError
 from ..layer import TRAIN, TEST
 from ..net import Net
 from ..schema import read_net_param, read_solver_param
@@ -100,8 +100,12 @@ def get_solver(solver, *, log=None, solver_path=None):
     """The solver that `solver` (a path, prototxt text or SolverParameter) asks for with its
     `type` (default "SGD"), as pycaffe's get_solver and Caffe's SolverRegistry. `solver_path`
     names the file an edited SolverParameter came from (for messages and paths beside it)."""
-    param, _ = _read_param(solver)
-    return solver_class(param.type)(solver, log=log, solver_path=solver_path)
+    param, source = _read_param(solver)
+    try:
+        cls = solver_class(param.type)
+    except SolverError as exc:
+        raise SolverError(f"{solver_path or source.label}: {exc}") from None
+    return cls(solver, log=log, solver_path=solver_path)
 
 
 def _due(interval, previous, current):
@@ -240,7 +244,12 @@ class Solver(abc.ABC):
         state.MergeFrom(net_param.state)
         if extra_state is not None:
             state.MergeFrom(extra_state)
-        return Net(model, state.phase, level=state.level, stages=list(state.stage))
+        try:
+            return Net(model, state.phase, level=state.level, stages=list(state.stage))
+        except CremaError as exc:
+            if self._label not in str(exc):  # the net's own file is named; name the solver too
+                exc.args = (f"{self._label}: {exc}",) + exc.args[1:]
+            raise
 
     def _init_train_net(self):
         p = self.param
@@ -742,6 +751,9 @@ class Solver(abc.ABC):
                 # one process, or back): its positions stride the stream differently
                 self.log.warning("%s: %s; this run reads layer '%s' from the start of its "
                                  "stream instead", where, exc, name)
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                raise SolverError(f"{where}: the saved state of layer '{name}' is damaged "
+                                  f"({type(exc).__name__}: {exc})") from None
         window = manifest.get("loss_window")
         if window and window.get("average_loss") == self.param.average_loss:
             self._pending_window = (window["losses"], window["smoothed"], window["origin"])
