@@ -27,10 +27,14 @@ are per-element vectors (the arena's lr_mult and decay_mult times the global rat
 `compute_update` works on any slice [lo, hi) of the arena's buffers, so a parameter server applies
 exactly the same code to the slice it owns. Elementwise, every operation is the one Caffe performs
 per parameter, in the same order, so the results are the same floats.
-All arithmetic is float32 like Caffe's Dtype. Sanity checks (Caffe's): AdaGrad and RMSProp refuse a
+All arithmetic is float32 like Caffe's Dtype. The rules write their intermediates into per-thread
+work arrays (`_work`) instead of fresh numpy temporaries: a fresh ~MB temporary is returned to the
+OS when freed and page-faults back in on the next iteration, which measured 4.6 ms of LeNet's
+0.6 ms update. Sanity checks (Caffe's): AdaGrad and RMSProp refuse a
 momentum, RMSProp needs 0 <= rms_decay < 1.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -39,6 +43,20 @@ from .base import Solver, register_solver
 from .lr_policy import learning_rate
 
 _F = np.float32
+_thread_work = threading.local()
+
+
+def _work(n, k):
+    """k float32 work arrays of n elements, kept per thread and size (a solver uses one size, each
+    parameter server its slice's), so the update rules allocate nothing per iteration. Slot 0
+    carries local_rate into update_value; the rules use slots 1 and 2."""
+    cache = getattr(_thread_work, "cache", None)
+    if cache is None:
+        cache = _thread_work.cache = {}
+    arrays = cache.get(n)
+    if arrays is None or len(arrays) < k:
+        arrays = cache[n] = [np.empty(n, _F) for _ in range(k)]
+    return arrays
 
 
 @register_solver("SGD")
@@ -82,24 +100,31 @@ class SGDSolver(Solver):
         """Turn the gradient `diff` into the step to subtract, in place, over matching slices of
         the arena: normalize by iter_size, regularize, then the rule (update_value). `history` is
         the list of history-set buffers (same slice); `it` is the iteration (Adam's t - 1)."""
+        local_rate, t, _ = _work(diff.size, 3)
         if param.iter_size != 1:
             diff *= _F(1) / _F(param.iter_size)
         weight_decay = _F(param.weight_decay)
         if weight_decay and decay_mult.any():
-            local_decay = weight_decay * decay_mult
+            np.multiply(decay_mult, weight_decay, out=t)  # local_decay
             if param.regularization_type == "L2":
-                diff += local_decay * data
+                np.multiply(t, data, out=t)
             elif param.regularization_type == "L1":
-                diff += local_decay * np.sign(data)
+                np.multiply(t, np.sign(data), out=t)
             else:
                 raise SolverError(f"Unknown regularization type: {param.regularization_type}")
-        cls.update_value(param, diff, history, _F(rate) * lr_mult, it)
+            diff += t
+        np.multiply(lr_mult, _F(rate), out=local_rate)
+        cls.update_value(param, diff, history, local_rate, it)
 
     @staticmethod
     def update_value(param, g, history, local_rate, it):
+        """The rule: g (the regularized gradient) becomes the step; local_rate is work storage
+        the rule may overwrite; history is updated in place."""
         h, = history
-        h[...] = local_rate * g + _F(param.momentum) * h
-        g[...] = h
+        np.multiply(local_rate, g, out=local_rate)
+        h *= _F(param.momentum)
+        h += local_rate
+        np.copyto(g, h)
 
 
 @register_solver("Nesterov")
@@ -110,9 +135,14 @@ class NesterovSolver(SGDSolver):
     def update_value(param, g, history, local_rate, it):
         h, = history
         momentum = _F(param.momentum)
-        previous = h.copy()
-        h[...] = local_rate * g + momentum * h
-        g[...] = (_F(1) + momentum) * h + (-momentum) * previous
+        previous, _ = _work(g.size, 3)[1:]
+        np.copyto(previous, h)
+        np.multiply(local_rate, g, out=local_rate)
+        h *= momentum
+        h += local_rate
+        np.multiply(h, _F(1) + momentum, out=g)
+        previous *= -momentum
+        g += previous
 
 
 @register_solver("AdaGrad")
@@ -127,8 +157,10 @@ class AdaGradSolver(SGDSolver):
     @staticmethod
     def update_value(param, g, history, local_rate, it):
         h, = history
-        h += g * g
-        g[...] = local_rate * (g / (np.sqrt(h) + _F(param.delta)))
+        t, _ = _work(g.size, 3)[1:]
+        np.multiply(g, g, out=t)
+        h += t
+        _scale_by_rms(g, h, _F(param.delta), local_rate, t)
 
 
 @register_solver("RMSProp")
@@ -148,8 +180,9 @@ class RMSPropSolver(SGDSolver):
     def update_value(param, g, history, local_rate, it):
         h, = history
         decay = _F(param.rms_decay)
-        h[...] = (_F(1) - decay) * (g * g) + decay * h
-        g[...] = local_rate * (g / (np.sqrt(h) + _F(param.delta)))
+        t, _ = _work(g.size, 3)[1:]
+        _running_mean_of_squares(h, g, decay, t)
+        _scale_by_rms(g, h, _F(param.delta), local_rate, t)
 
 
 @register_solver("AdaDelta")
@@ -164,10 +197,15 @@ class AdaDeltaSolver(SGDSolver):
         h, h2 = history
         momentum = _F(param.momentum)
         delta = _F(param.delta)
-        h[...] = (_F(1) - momentum) * (g * g) + momentum * h
-        g[...] = g * np.sqrt((h2 + delta) / (h + delta))
-        h2[...] = (_F(1) - momentum) * (g * g) + momentum * h2
-        g[...] = local_rate * g
+        t, u = _work(g.size, 3)[1:]
+        _running_mean_of_squares(h, g, momentum, t)
+        np.add(h2, delta, out=t)
+        np.add(h, delta, out=u)
+        np.divide(t, u, out=t)
+        np.sqrt(t, out=t)
+        g *= t
+        _running_mean_of_squares(h2, g, momentum, t)
+        np.multiply(local_rate, g, out=g)
 
 
 @register_solver("Adam")
@@ -185,7 +223,30 @@ class AdamSolver(SGDSolver):
         # Caffe: sqrt(Dtype(1) - pow(beta2, t)) / (Dtype(1) - pow(beta1, t)) in double, then float
         correction = _F(math.sqrt(1.0 - math.pow(float(beta2), t))
                         / (1.0 - math.pow(float(beta1), t)))
-        m[...] = (_F(1) - beta1) * g + beta1 * m
-        v[...] = (_F(1) - beta2) * (g * g) + beta2 * v
-        scale = local_rate * correction
-        g[...] = scale * (m / (np.sqrt(v) + _F(param.delta)))
+        t, _ = _work(g.size, 3)[1:]
+        np.multiply(g, _F(1) - beta1, out=t)
+        m *= beta1
+        m += t
+        _running_mean_of_squares(v, g, beta2, t)
+        scale = local_rate
+        scale *= correction
+        np.sqrt(v, out=t)
+        t += _F(param.delta)
+        np.divide(m, t, out=t)
+        np.multiply(scale, t, out=g)
+
+
+def _running_mean_of_squares(h, g, decay, t):
+    """h = (1 - decay) * g^2 + decay * h, in Caffe's float32 order, with t as work storage."""
+    np.multiply(g, g, out=t)
+    t *= _F(1) - decay
+    h *= decay
+    h += t
+
+
+def _scale_by_rms(g, h, delta, local_rate, t):
+    """g = local_rate * (g / (sqrt(h) + delta)) (AdaGrad's and RMSProp's step), t as work."""
+    np.sqrt(h, out=t)
+    t += delta
+    g /= t
+    np.multiply(local_rate, g, out=g)
