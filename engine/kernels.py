@@ -313,45 +313,76 @@ def sgemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
 # -- direct convolution ---------------------------------------------------------------------------
 # geometry = (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, group):
 # x (N, C, H, W), w (K, C/group, R, S) (Caffe's layout), bias (K,), y (N, K, P, Q) with Caffe's
-# output size. The native kernels (kernels/include/crema/conv.h) need a float32 workspace of
-# conv_workspace_size(geometry) floats, owned by the caller (a layer sizes it at reshape). The
-# numpy fallback (any dtype, or no workspace) loops over the R*S taps only: one batched matrix
-# product per tap.
+# output size. One native entry point per pass (kernels/include/crema/conv.h): each runs the row
+# its table chooses -- Winograd where it applies and the pass's algorithm allows it (see
+# conv_algorithm below), else direct -- with a float32 workspace of conv_workspace_size(geometry)
+# floats and the pass's weight cache of conv_weight_cache_size(geometry, op) floats, both owned by
+# the caller (a layer sizes them at reshape). The geometry is a native ConvGeometry (conv_geometry;
+# the functions here also take the legacy 14-tuple and convert it there). The numpy fallback (any
+# dtype, or no workspace) loops over the R*S taps only: one batched matrix product per tap.
 
 CONV_OPS = ("fwd", "bwd_data", "bwd_weights")
 
 
+def conv_tuple(geometry):
+    """(N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, group) of a
+    ConvGeometry or of any sequence of 14 integers."""
+    if hasattr(geometry, "astuple"):
+        return tuple(int(v) for v in geometry.astuple())
+    t = tuple(int(v) for v in geometry)
+    if len(t) != 14:
+        raise ValueError(f"convolution geometry must be (N, C, H, W, K, R, S, pad_h, pad_w, "
+                         f"stride_h, stride_w, dil_h, dil_w, group), got {len(t)} values {t}")
+    return t
+
+
+def conv_geometry(geometry, algo_fwd=None, algo_bwd_data=None):
+    """The native kernels' ConvGeometry, built once per layer reshape: the one place where a
+    legacy tuple (see conv_tuple) is converted. Each pass's algorithm ('direct' or 'winograd') is
+    conv_algorithm's unless given; a ConvGeometry given without algorithms is returned as it is.
+    ValueError for a geometry the kernels refuse."""
+    if hasattr(geometry, "astuple") and algo_fwd is None and algo_bwd_data is None:
+        return geometry
+    t = conv_tuple(geometry)
+    return _native.ConvGeometry(*t, algo_fwd=algo_fwd or conv_algorithm(t, "fwd"),
+                                algo_bwd_data=algo_bwd_data or conv_algorithm(t, "bwd_data"))
+
+
 def conv_output_hw(geometry):
-    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = conv_tuple(geometry)
     return ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1,
             (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
 
 
 def conv_workspace_size(geometry):
-    """Floats of workspace the native kernels need for this geometry, whatever the ISA cap
-    (0 without the native module)."""
+    """Floats of workspace the native kernels want for every pass of this geometry, whatever the
+    ISA cap, for the thread count in force (a Winograd pass given less runs on fewer threads);
+    0 without the native module."""
     if _native is None:
         return 0
-    return int(_native.conv_workspace_size(tuple(int(v) for v in geometry)))
+    return int(_native.conv_workspace_size(conv_geometry(geometry)))
 
 
-def conv_weight_cache_size(geometry):
-    """Floats of the forward weight cache (conv_forward's weight_cache: zeroed before first use,
-    one per layer; the blocked kernels keep the packed weights there and repack only when the
-    weights' bitwise copy differs). 0 without the native module."""
+def conv_weight_cache_size(geometry, op="fwd"):
+    """Floats of pass `op`'s weight cache (the weight_cache of conv_forward / conv_backward_data:
+    zeroed before first use, one per layer and pass). The direct blocked forward keeps the packed
+    weights there, Winograd the transformed filter; each recomputes them only when the weights'
+    bitwise copy differs. 0 without the native module or where no row keeps one."""
+    if op not in CONV_OPS:
+        raise ValueError(f"conv_weight_cache_size: op must be one of {CONV_OPS}, got {op!r}")
     if _native is None:
         return 0
-    return int(_native.conv_weight_cache_size(tuple(int(v) for v in geometry)))
+    return int(_native.conv_weight_cache_size(conv_geometry(geometry), op))
 
 
 def conv_kernel_name(op, geometry, *arrays):
     """The kernel `op` (fwd, bwd_data, bwd_weights) runs for this geometry with these arrays:
-    the native kernel's name (e.g. direct_blocked_avx512), or "numpy"."""
+    the native table row's name (e.g. direct_blocked_avx512, winograd_avx2), or "numpy"."""
     if op not in CONV_OPS:
         raise ValueError(f"conv_kernel_name: op must be one of {CONV_OPS}, got {op!r}")
     if not _native_ok(*arrays):
         return "numpy"
-    return _native.conv_kernel_name(op, tuple(int(v) for v in geometry))
+    return _native.conv_kernel_name(op, conv_geometry(geometry))
 
 
 def _conv_native(workspace, *arrays):
@@ -359,7 +390,7 @@ def _conv_native(workspace, *arrays):
 
 
 def _np_conv_parts(geometry):
-    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = conv_tuple(geometry)
     p, q = conv_output_hw(geometry)
     # Tap (r, s) reads padded rows r*dh, r*dh + sh, ... (p of them) and columns likewise.
     taps = [(r, s, (slice(r * dh, r * dh + (p - 1) * sh + 1, sh),
@@ -416,10 +447,11 @@ def conv_forward(x, w, bias, y, geometry, workspace=None, relu=False, negative_s
                  weight_cache=None):
     """y = conv(x, w) + bias (bias may be None), written into y; relu=True fuses Caffe's ReLU:
     y = max(v, 0) + negative_slope * min(v, 0) (in the kernel's epilogue when native).
-    weight_cache: None or a conv_weight_cache_size float32 array (see there)."""
+    weight_cache: None (a zeroed one for this call where the kernel keeps one) or a
+    conv_weight_cache_size(geometry, "fwd") float32 array kept by the caller."""
     if _conv_native(workspace, x, w, bias, y):
-        _native.conv_forward(x, w, bias, y, tuple(int(v) for v in geometry), workspace,
-                             bool(relu), float(negative_slope), weight_cache)
+        _native.conv_forward(x, w, bias, y, conv_geometry(geometry), workspace, bool(relu),
+                             float(negative_slope), weight_cache)
     else:
         _np_conv_forward(x, w, bias, y, geometry)
         if relu:
@@ -427,10 +459,11 @@ def conv_forward(x, w, bias, y, geometry, workspace=None, relu=False, negative_s
     return y
 
 
-def conv_backward_data(dy, w, dx, geometry, workspace=None):
-    """dx = the data gradient of conv_forward for dy (overwrites dx)."""
+def conv_backward_data(dy, w, dx, geometry, workspace=None, weight_cache=None):
+    """dx = the data gradient of conv_forward for dy (overwrites dx); weight_cache as for
+    conv_forward, sized with op="bwd_data"."""
     if _conv_native(workspace, dy, w, dx):
-        _native.conv_backward_data(dy, w, dx, tuple(int(v) for v in geometry), workspace)
+        _native.conv_backward_data(dy, w, dx, conv_geometry(geometry), workspace, weight_cache)
     else:
         _np_conv_backward_data(dy, w, dx, geometry)
     return dx
@@ -439,17 +472,19 @@ def conv_backward_data(dy, w, dx, geometry, workspace=None):
 def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
     """dw += the weight gradient; db += the bias gradient (sum of dy over N, P, Q) unless None."""
     if _conv_native(workspace, x, dy, dw, db):
-        _native.conv_backward_weights(x, dy, dw, db, tuple(int(v) for v in geometry), workspace)
+        _native.conv_backward_weights(x, dy, dw, db, conv_geometry(geometry), workspace)
     else:
         _np_conv_backward_weights(x, dy, dw, db, geometry)
     return dw
 
 
 # -- choosing between the direct and the Winograd convolution ------------------------------------
-# The Winograd kernels (kernels/include/crema/winograd.h) take 3x3, stride 1, dilation 1, one
-# group, pad 0..2; they do fewer multiplications but transform every tile. conv_algorithm() asks
-# the C++ rule (crema/conv.h conv_winograd_preferred: fixed per ISA, from measurements), so the
-# choice needs no timing and is the same in every process with the same ISA.
+# The Winograd rows of the forward and data-gradient tables (kernels/include/crema/winograd.h)
+# take 3x3, stride 1, dilation 1, one group, pad 0..2; they do fewer multiplications but transform
+# every tile. conv_algorithm() asks the tables under the C++ rule (crema/conv.h
+# conv_winograd_preferred: fixed per ISA, from measurements), so the choice needs no timing and is
+# the same in every process with the same ISA; conv_geometry() records it in the geometry, whose
+# passes then run exactly that algorithm.
 # CREMA_CONV_ALGO=direct|winograd forces a choice (winograd only where its kernels apply).
 # A parallel job still pins rank 0's choices on every rank (adopt_conv_algorithm_choices), so
 # ranks on different CPUs or ISA caps run the same algorithm too.
@@ -469,15 +504,16 @@ def conv_algorithm(geometry, op="fwd"):
     mode = os.environ.get("CREMA_CONV_ALGO", "auto")
     if mode not in _CONV_ALGO_VALUES:
         raise ValueError(f"CREMA_CONV_ALGO={mode!r} is not one of {_CONV_ALGO_VALUES}")
+    geometry = conv_tuple(geometry)
     if op == "bwd_weights" or mode == "direct" or not native_available() \
             or not winograd_available(geometry):
         return "direct"
     if mode == "winograd":
         return "winograd"
-    key = (tuple(int(v) for v in geometry[1:]), op)
+    key = (geometry[1:], op)
     if key in _conv_algo_pinned:
         return _conv_algo_pinned[key]
-    algo = _native.conv_algorithm(op, tuple(int(v) for v in geometry))
+    algo = _native.conv_algorithm(op, _native.ConvGeometry(*geometry))
     _conv_algo_made[key] = algo
     return algo
 
@@ -505,7 +541,7 @@ def adopt_conv_algorithm_choices(choices):
 def winograd_supported(geometry):
     """Whether the Winograd path computes this convolution: a 3x3 kernel, stride 1, dilation 1,
     one group, pad 0..2 on each axis and a non-empty output (any dtype)."""
-    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = (int(v) for v in geometry)
+    n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = conv_tuple(geometry)
     return ((kh, kw, sh, sw, dh, dw, grp) == (3, 3, 1, 1, 1, 1, 1) and 0 <= ph <= 2
             and 0 <= pw <= 2 and min(n, c, h, w, k) > 0 and h + 2 * ph > 2 and w + 2 * pw > 2)
 
@@ -526,9 +562,9 @@ def _winograd_args(geometry, tile, backward):
     if not winograd_supported(geometry):
         raise ValueError(f"the Winograd convolution needs a 3x3 kernel, stride 1, dilation 1, "
                          f"one group, pad 0..2 and a non-empty output; got geometry "
-                         f"{tuple(int(v) for v in geometry)} (N, C, H, W, K, R, S, pad_h, "
+                         f"{conv_tuple(geometry)} (N, C, H, W, K, R, S, pad_h, "
                          f"pad_w, stride_h, stride_w, dilation_h, dilation_w, group)")
-    n, c, h, w, k, _, _, ph, pw = (int(v) for v in geometry[:9])
+    n, c, h, w, k, _, _, ph, pw = conv_tuple(geometry)[:9]
     if tile is None:
         tile = (_ref_winograd.choose_tile(h, w, k, c) if backward else
                 _ref_winograd.choose_tile(h + 2 * ph - 2, w + 2 * pw - 2, c, k))

@@ -6,16 +6,18 @@ All three read ConvolutionParameter with Caffe's rules (BaseConvolutionLayer::La
   exclude the repeated form of the same field;
 - `axis` (default 1) is the channel axis; the axes before it are the batch ("num"), the two after
   it the spatial axes. Only 2 spatial axes are supported: N-D convolution is refused.
-float32 Convolution/Deconvolution run the native direct convolution kernels (engine.kernels.conv_*,
-kernels/include/crema/conv.h: blocked layouts and register-tiled micro-kernels, no im2col), or for
-the forward and data-gradient passes the Winograd kernels where engine.kernels.conv_algorithm's
-per-ISA rule (measured once, the same on every rank) prefers them; workspaces are allocated in reshape and the chosen kernel's name is recorded
-in `self.kernel` (`self.kernels` names all three passes, `self.algorithm` the choice). float64
-(gradient checks), CREMA_KERNELS=reference and builds without the native module take the
-im2col + matrix-product path below, whose column workspace (one image at a time) is allocated on
-first use. The direct forward keeps its packed weights in a per-layer weight cache
-(self.conv_wcache) and repacks only when the weights change; engine.net may fuse an in-place ReLU
-into the forward kernel (ConvolutionLayer.relu_epilogue).
+float32 Convolution/Deconvolution run the native convolution (engine.kernels.conv_*,
+kernels/include/crema/conv.h): one call per pass, whose kernel table runs Winograd for the forward
+and data-gradient passes where engine.kernels.conv_algorithm's per-ISA rule (measured once, the
+same on every rank) prefers it, else the direct kernels (blocked layouts and register-tiled
+micro-kernels, no im2col). reshape builds the layer's ConvGeometry (with those choices), sizes the
+workspace and one weight cache per pass (the packed or transformed weights, recomputed only when
+the weights change), and records the kernels' names: `self.kernels` names all three passes'
+table rows, `self.kernel` the forward one, `self.algorithm` the forward and data-gradient
+algorithm. float64 (gradient checks), CREMA_KERNELS=reference and builds without the native module
+take the im2col + matrix-product path below, whose column workspace (one image at a time) is
+allocated on first use. engine.net may fuse an in-place ReLU into the forward kernel
+(ConvolutionLayer.relu_epilogue).
 """
 import numpy as np
 
@@ -214,7 +216,8 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         self._setup_native(bottom[0].data)
 
     def _setup_native(self, x):
-        """Chooses the native direct kernels for float32 and sizes their workspace."""
+        """For float32 with the native kernels: the layer's ConvGeometry (each pass's algorithm
+        chosen there), the workspace and the per-pass weight caches, and the kernels' names."""
         kh, kw = self.kernel_hw
         self.native_geometry = (self.num, self.conv_in_channels, self.conv_in_hw[0],
                                 self.conv_in_hw[1], self.conv_out_channels, kh, kw,
@@ -226,40 +229,27 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
             self.conv_ws = None
             return
         try:
-            size = kernels.conv_workspace_size(self.native_geometry)
+            geometry = kernels.conv_geometry(self.native_geometry)
+            size = kernels.conv_workspace_size(geometry)
         except ValueError:  # a geometry the native kernels refuse (e.g. absurdly large)
             self.conv_ws = None
             return
+        self.native_geometry = geometry
         ws = getattr(self, "conv_ws", None)
         if ws is None or ws.size < size:
             self.conv_ws = np.empty(max(size, 1), dtype=np.float32)
-        # The forward weight cache (packed weights + a copy to compare): zeroed, so its header
-        # never matches before the first pack. Its size does not depend on the batch or H, W.
-        csize = kernels.conv_weight_cache_size(self.native_geometry)
-        wc = getattr(self, "conv_wcache", None)
-        if wc is None or wc.size < csize:
-            self.conv_wcache = np.zeros(max(csize, 1), dtype=np.float32)
-        names = {op: kernels.conv_kernel_name(op, self.native_geometry, x)
-                 for op in kernels.CONV_OPS}
-        # The convolution's forward and data-gradient passes may run as Winograd where the
-        # per-ISA rule prefers it (engine.kernels.conv_algorithm); its buffers are allocated here.
-        self.algorithm = {op: kernels.conv_algorithm(self.native_geometry, op)
+        # Zeroed, so a cache's header never matches before its first fill; one per pass, since
+        # the forward and data-gradient passes keep different forms of the same weights.
+        old = getattr(self, "conv_caches", {})
+        self.conv_caches = {}
+        for op in ("fwd", "bwd_data"):
+            csize = kernels.conv_weight_cache_size(geometry, op)
+            cache = old.get(op)
+            self.conv_caches[op] = (cache if cache is not None and cache.size >= csize
+                                    else np.zeros(max(csize, 1), dtype=np.float32))
+        names = {op: kernels.conv_kernel_name(op, geometry, x) for op in kernels.CONV_OPS}
+        self.algorithm = {op: "winograd" if names[op].startswith("winograd_") else "direct"
                           for op in ("fwd", "bwd_data")}
-        if "winograd" in self.algorithm.values():
-            g = self.native_geometry
-            sizes = (max(kernels.winograd_workspace_size(g), kernels.winograd_workspace_size(
-                         g, backward=True)),
-                     kernels.winograd_filter_cache_size(g),
-                     kernels.winograd_filter_cache_size(g, backward=True))
-            old = getattr(self, "_winograd_buffers", None)
-            if old is None or any(b.size < n for b, n in zip(old, sizes)):
-                # the filter caches start zeroed: their header then never matches a geometry
-                self._winograd_buffers = (np.empty(max(sizes[0], 1), np.float32),
-                                          np.zeros(max(sizes[1], 1), np.float32),
-                                          np.zeros(max(sizes[2], 1), np.float32))
-            for op, algo in self.algorithm.items():
-                if algo == "winograd":
-                    names[op] = kernels.winograd_kernel_name(g, backward=op == "bwd_data")
         # Deconvolution's forward pass is the convolution's data gradient and vice versa.
         if self.reverse:
             self.kernels = {"forward": names["bwd_data"], "backward_data": names["fwd"],
@@ -270,25 +260,17 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         self.kernel = self.kernels["forward"]
 
     def _conv_fwd(self, x, w, bias, y, relu_slope=None):
-        """The convolution's forward pass (native float32), direct or Winograd; relu_slope (not
-        None) fuses a ReLU with that negative_slope into the kernel's epilogue."""
+        """The convolution's forward pass (native float32); relu_slope (not None) fuses a ReLU
+        with that negative_slope into the kernel's epilogue."""
         relu = relu_slope is not None
-        slope = float(relu_slope) if relu else 0.0
-        if self.algorithm["fwd"] == "winograd":
-            ws, cache_f, _ = self._winograd_buffers
-            kernels.winograd_conv2d_forward(x, w, bias, y, self.native_geometry, ws, cache_f,
-                                            relu=relu, negative_slope=slope)
-        else:
-            kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws, relu=relu,
-                                 negative_slope=slope, weight_cache=self.conv_wcache)
+        kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws, relu=relu,
+                             negative_slope=float(relu_slope) if relu else 0.0,
+                             weight_cache=self.conv_caches["fwd"])
 
     def _conv_bwd_data(self, dy, w, dx):
-        """The convolution's data gradient (native float32), direct or Winograd."""
-        if self.algorithm["bwd_data"] == "winograd":
-            ws, _, cache_b = self._winograd_buffers
-            kernels.winograd_conv2d_backward_data(dy, w, dx, self.native_geometry, ws, cache_b)
-        else:
-            kernels.conv_backward_data(dy, w, dx, self.native_geometry, self.conv_ws)
+        """The convolution's data gradient (native float32)."""
+        kernels.conv_backward_data(dy, w, dx, self.native_geometry, self.conv_ws,
+                                   weight_cache=self.conv_caches["bwd_data"])
 
     def _native(self, *arrays):
         return self.kernels is not None and kernels.native_accepts(*arrays)

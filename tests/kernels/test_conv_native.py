@@ -1,9 +1,10 @@
-"""Native direct convolution (engine._kernels.conv_*) against float64 references, on random seeded
-geometries (odd sizes, channels not a multiple of 16, pads, strides 1-3, dilation 2, groups 1, 2
-and depthwise, batch 1 and 3, kernels 1x1 to 11x11), forward, backward data, backward weights and
-bias, for every ISA this CPU and build support (kernels.isa_cap picks the
-table row); the binding's checks; the Convolution and Deconvolution layers' float32 (native) path
-against their float64 (numpy) path.
+"""Native convolution (engine._kernels.conv_*: one entry point per pass, direct and Winograd rows)
+against float64 references, on random seeded geometries (odd sizes, channels not a multiple of
+16, pads, strides 1-3, dilation 2, groups 1, 2 and depthwise, batch 1 and 3, kernels 1x1 to
+11x11), forward, backward data, backward weights and bias, for every ISA this CPU and build
+support (kernels.isa_cap picks the table row) and, where Winograd applies, both algorithms (the
+ConvGeometry's algo_fwd / algo_bwd_data); the binding's checks; the Convolution and Deconvolution
+layers' float32 (native) path against their float64 (numpy) path.
 
 The references: engine/reference/conv.py (the loop-by-loop definition) for the forward pass, and
 a float64 tap-by-tap implementation here whose forward agrees with it and whose two backward
@@ -115,19 +116,25 @@ def make_inputs(g, seed):
     return x, wt, b, dy
 
 
+def geom(g, algo="direct"):
+    """The native geometry of tuple g with both passes' algorithm set to algo."""
+    return native.ConvGeometry(*g, algo_fwd=algo, algo_bwd_data=algo)
+
+
 def run_native(g, x, w, b, dy):
-    """All three ops through the bindings, outputs pre-filled with garbage; dw/db start at 1 so
-    accumulation (+=) is checked."""
-    p, q = out_hw(g)
+    """All three ops through the bindings (g a ConvGeometry), outputs pre-filled with garbage;
+    dw/db start at 1 so accumulation (+=) is checked."""
+    p, q = g.P, g.Q
+    g0, k = g.N, g.K
     ws = np.full(native.conv_workspace_size(g), np.nan, np.float32)
-    y = np.full((g[0], g[4], p, q), np.nan, np.float32)
+    y = np.full((g0, k, p, q), np.nan, np.float32)
     native.conv_forward(x, w, b, y, g, ws)
     y_nobias = np.full_like(y, np.nan)
     native.conv_forward(x, w, None, y_nobias, g, ws)
     dx = np.full(x.shape, np.nan, np.float32)
     native.conv_backward_data(dy, w, dx, g, ws)
     dw = np.ones(w.shape, np.float32)
-    db = np.ones(g[4], np.float32)
+    db = np.ones(k, np.float32)
     native.conv_backward_weights(x, dy, dw, db, g, ws)
     dw_only = np.zeros(w.shape, np.float32)
     native.conv_backward_weights(x, dy, dw_only, None, g, ws)
@@ -146,15 +153,21 @@ def check_geometry(g, seed, isas=ISAS):
     s_dx = ref_backward_data(ady, aw, g)
     s_dw = ref_backward_weights(ax, ady, g)
     s_db = ady.astype(np.float64).sum(axis=(0, 2, 3))
-    for isa in isas:
+    algos = ["direct"] + (["winograd"] if kernels.winograd_available(g) else [])
+    for isa, algo in ((isa, algo) for isa in isas for algo in algos):
+        gg = geom(g, algo)
         with isa_cap(isa):
-            names = [native.conv_kernel_name(op, g) for op in ("fwd", "bwd_data", "bwd_weights")]
+            names = [native.conv_kernel_name(op, gg)
+                     for op in ("fwd", "bwd_data", "bwd_weights")]
             assert all(name.endswith("_" + isa) for name in names), (isa, names)
-            y, y0, dx, dw, db, dw_only = run_native(g, x, w, b, dy)
+            assert [n.split("_")[0] for n in names] == [algo, algo, "direct"], names
+            y, y0, dx, dw, db, dw_only = run_native(gg, x, w, b, dy)
         tag = f"{isa} {names} geometry {g}"
-        check_close(y, want_y, s_y, f"forward {tag}")
-        check_close(y0, want_y0, s_y, f"forward without bias {tag}")
-        check_close(dx, want_dx, s_dx, f"backward data {tag}")
+        # Winograd's transforms round more than the direct sums (crema/winograd.h: accuracy).
+        rtol = 2e-5 if algo == "direct" else 1e-4
+        check_close(y, want_y, s_y, f"forward {tag}", rtol)
+        check_close(y0, want_y0, s_y, f"forward without bias {tag}", rtol)
+        check_close(dx, want_dx, s_dx, f"backward data {tag}", rtol)
         check_close(dw, want_dw, s_dw, f"backward weights {tag}")
         check_close(dw_only, want_dw, s_dw, f"backward weights (no bias) {tag}")
         check_close(db, want_db, s_db, f"bias gradient {tag}")
@@ -251,12 +264,22 @@ def test_several_image_chunks_every_isa():
 
 
 def test_kernel_choice():
-    g_main = (2, 128, 14, 14, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
-    g_first = (2, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1)
-    g_depthwise = (2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32)
-    g_strided_first = (2, 3, 32, 32, 64, 3, 3, 1, 1, 2, 2, 1, 1, 1)
+    g_main = geom((2, 128, 14, 14, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1))
+    g_first = geom((2, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1))
+    g_depthwise = geom((2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32))
+    g_strided_first = geom((2, 3, 32, 32, 64, 3, 3, 1, 1, 2, 2, 1, 1, 1))
+    # Under the rule ('auto') the main layer runs Winograd on every ISA; forced, on any geometry
+    # where it applies; never where it does not (whatever is asked).
+    g_main_rule = geom(g_main.astuple(), "auto")
+    g_first_wino = geom(g_first.astuple(), "winograd")
+    g_depthwise_wino = geom(g_depthwise.astuple(), "winograd")
     for isa in ISAS:
         with isa_cap(isa):
+            for op in ("fwd", "bwd_data"):
+                assert native.conv_kernel_name(op, g_main_rule) == f"winograd_{isa}"
+                assert native.conv_kernel_name(op, g_first_wino) == f"winograd_{isa}"
+                assert native.conv_kernel_name(op, g_depthwise_wino).startswith("direct_")
+            assert native.conv_kernel_name("bwd_weights", g_first_wino).startswith("direct_")
             if isa == "scalar":
                 assert native.conv_kernel_name("fwd", g_main) == "direct_scalar"
                 continue
@@ -274,20 +297,37 @@ def test_kernel_choice():
 def test_workspace_covers_every_isa_and_stays_in_bounds():
     # Sized once (as a layer does at reshape), it serves every ISA cap; the kernels write only
     # inside it (guard values around a view stay untouched).
-    g = (3, 20, 11, 13, 24, 3, 3, 1, 1, 2, 1, 1, 1, 2)
-    x, w, b, dy = make_inputs(g, 17)
-    size = native.conv_workspace_size(g)
-    assert size > 0
-    buf = np.full(size + 64, 7.0, np.float32)
-    ws = buf[32:32 + size]
-    p, q = out_hw(g)
-    for isa in ISAS:
-        with isa_cap(isa):
-            y = np.empty((3, 24, p, q), np.float32)
-            native.conv_forward(x, w, b, y, g, ws)
-            native.conv_backward_data(dy, w, np.empty_like(x), g, ws)
-            native.conv_backward_weights(x, dy, np.zeros_like(w), None, g, ws)
-    assert (buf[:32] == 7.0).all() and (buf[32 + size:] == 7.0).all()
+    # The same for the per-pass weight caches, and for Winograd given less workspace than it
+    # wants (it then runs on fewer threads).
+    for t, algo in (((3, 20, 11, 13, 24, 3, 3, 1, 1, 2, 1, 1, 1, 2), "auto"),
+                    ((2, 21, 11, 13, 18, 3, 3, 1, 2, 1, 1, 1, 1, 1), "winograd")):
+        g = geom(t, algo)
+        x, w, b, dy = make_inputs(t, 17)
+        size = native.conv_workspace_size(g)
+        assert size > 0
+        buf = np.full(size + 64, 7.0, np.float32)
+        ws = buf[32:32 + size]
+        sizes = {op: native.conv_weight_cache_size(g, op) for op in ("fwd", "bwd_data")}
+        caches = {op: np.full(n + 64, 7.0, np.float32) for op, n in sizes.items()}
+        views = {op: c[32:32 + sizes[op]] for op, c in caches.items()}
+        for v in views.values():
+            v[...] = 0
+        for isa in ISAS:
+            with isa_cap(isa):
+                y = np.empty((g.N, g.K, g.P, g.Q), np.float32)
+                native.conv_forward(x, w, b, y, g, ws, weight_cache=views["fwd"])
+                np.testing.assert_allclose(y, ref_forward(x, w, b, t), rtol=1e-3, atol=1e-3)
+                native.conv_backward_data(dy, w, np.empty_like(x), g, ws,
+                                          weight_cache=views["bwd_data"])
+                native.conv_backward_weights(x, dy, np.zeros_like(w), None, g, ws)
+                if algo == "winograd":
+                    y2 = np.empty_like(y)
+                    one_slot = kernels.winograd_workspace_size(t, threads=1)
+                    assert one_slot < size or kernels.get_num_threads() == 1
+                    native.conv_forward(x, w, b, y2, g, ws[:one_slot], weight_cache=views["fwd"])
+                    np.testing.assert_array_equal(y2, y)
+        for arr in [buf] + list(caches.values()):
+            assert (arr[:32] == 7.0).all() and (arr[-32:] == 7.0).all()
 
 
 def test_engine_wrappers_native_and_numpy_fallback_agree(monkeypatch):
@@ -321,7 +361,7 @@ G0 = (2, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2)
 def arrays(g=G0):
     x, w, b, dy = make_inputs(g, 23)
     p, q = out_hw(g)
-    ws = np.empty(native.conv_workspace_size(g), np.float32)
+    ws = np.empty(native.conv_workspace_size(geom(g)), np.float32)
     return x, w, b, dy, np.zeros((g[0], g[4], p, q), np.float32), ws
 
 
@@ -339,19 +379,35 @@ def arrays(g=G0):
     ((1 << 19, 1 << 19, 1 << 10, 1 << 10, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), "too large"),
 ])
 def test_bad_geometry_is_a_value_error(bad, match):
+    # A ConvGeometry is checked once, when made; engine.kernels converts tuples through it.
     x, w, b, dy, y, ws = arrays()
-    for call in (lambda: native.conv_workspace_size(bad),
-                 lambda: native.conv_kernel_name("fwd", bad),
-                 lambda: native.conv_forward(x, w, b, y, bad, ws),
-                 lambda: native.conv_backward_data(dy, w, x.copy(), bad, ws),
-                 lambda: native.conv_backward_weights(x, dy, w.copy(), None, bad, ws)):
+    calls = [lambda: kernels.conv_geometry(bad), lambda: kernels.conv_workspace_size(bad),
+             lambda: kernels.conv_forward(x, w, b, y, bad, ws)]
+    if len(bad) == 14:
+        calls.append(lambda: native.ConvGeometry(*bad))
+    for call in calls:
         with pytest.raises(ValueError, match=match):
             call()
 
 
+def test_geometry_fields_and_algorithms():
+    g = native.ConvGeometry(2, 4, 6, 7, 8, 3, 1, pad_h=1, stride_w=2, group=2,
+                            algo_fwd="winograd")
+    assert (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.pad_h, g.pad_w, g.stride_h, g.stride_w,
+            g.dil_h, g.dil_w, g.group) == g.astuple() == (2, 4, 6, 7, 8, 3, 1, 1, 0, 1, 2, 1, 1, 2)
+    assert (g.P, g.Q, g.algo_fwd, g.algo_bwd_data) == (6, 4, "winograd", "auto")
+    assert kernels.conv_geometry(g) is g and kernels.conv_tuple(g) == g.astuple()
+    with pytest.raises(AttributeError):
+        g.N = 3
+    with pytest.raises(ValueError, match="auto, direct or winograd"):
+        native.ConvGeometry(*g.astuple(), algo_bwd_data="fft")
+    import pickle
+    assert pickle.loads(pickle.dumps(g)) == g
+
+
 def test_wrong_sizes_and_arrays_are_value_errors():
     x, w, b, dy, y, ws = arrays()
-    g = G0
+    g = geom(G0)
     cases = [
         (lambda: native.conv_forward(x[:1], w, b, y, g, ws), "x has"),
         (lambda: native.conv_forward(x, w[:1], b, y, g, ws), "weights has"),

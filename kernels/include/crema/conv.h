@@ -7,23 +7,31 @@
 //                   x[n][c][p*sh - ph + r*dh][q*sw - pw + s*dw]     (0 outside the image).
 // Every pointer is contiguous in that layout.
 //
-// Ops (each table below is ordered best first; the first entry that isa_usable() and that
-// supports the geometry wins; the scalar entry supports everything):
+// Ops, one entry point each (conv_forward, conv_backward_data, conv_backward_weights), which
+// runs the first row of the op's table (best first) that isa_usable() and that supports the
+// geometry; the scalar direct row supports everything:
 //   fwd:          y = conv(x, w) + bias (bias may be nullptr); y is overwritten.
 //   bwd_data:     dx = conv^T(dy, w); dx is overwritten.
 //   bwd_weights:  dw += dconv/dw (dy, x); db += sum over n, p, q of dy (db may be nullptr).
+// The forward and data-gradient tables hold Winograd rows (crema/winograd.h) ahead of each ISA's
+// direct rows: they support g where Winograd applies (3x3, stride 1, dilation 1, one group,
+// pad 0..2) and g.algo_* allows it (rule: the fixed per-ISA rule of conv_winograd_preferred for
+// the row's ISA; winograd: always; direct: never). The weight gradient is always direct.
 //
-// Workspace: `ws` is caller-owned float storage of at least conv_workspace_floats(g) floats
-// (the maximum over every kernel of every op that supports g and that this CPU and build can
-// run, so an ISA cap set later still fits); no kernel allocates. Blocked layouts are private to
-// the kernels:
-//   activations nChw16c (AVX-512) / nChw8c (AVX2), zero-padded channel tail and a zero border
-//   of the convolution's padding; weights OIhw16i16o / OIhw8i8o, repacked on every call unless
-//   the forward pass is given a weight cache (below) whose copy of the weights is bitwise equal
-//   (inference / test nets with unchanged weights skip the repack; in training the memcmp stops
-//   at the first changed weight and the copy is refreshed).
-// Images are processed in chunks whose blocked copy fits a few MB (so the transform's output is
-// still in cache when the micro-kernel reads it); every op parallelizes with threads.h.
+// Scratch (ConvScratch), caller-owned, no kernel allocates:
+//   workspace: conv_workspace_floats(g) floats, the maximum over every row of every op that
+//     supports g and that this CPU and build can run (so an ISA cap set later still fits);
+//     a Winograd row runs with less (one slot per thread; conv_min_workspace_floats) on fewer
+//     threads.
+//   cache: per layer and pass, conv_cache_floats(g, pass) floats, zeroed before first use. The
+//     direct blocked forward keeps the packed weights there (OIhw16i16o / OIhw8i8o), the Winograd
+//     rows the transformed filter U; each with a header and a bitwise copy of the weights it was
+//     made from, so a call whose weights compare equal (memcmp) skips the repack and a changed
+//     weight (training) refreshes it. The direct blocked forward also runs without one.
+// Blocked layouts are private to the direct kernels: activations nChw16c (AVX-512) / nChw8c
+// (AVX2), zero-padded channel tail and a zero border of the convolution's padding. Images are
+// processed in chunks whose blocked copy fits a few MB (so the transform's output is still in
+// cache when the micro-kernel reads it); every op parallelizes with threads.h.
 #pragma once
 #include <cstdint>
 
@@ -32,11 +40,16 @@
 
 namespace crema {
 
+// Which algorithm the forward / data-gradient tables may choose (see above).
+enum class ConvAlgo : int { rule = 0, direct = 1, winograd = 2 };
+
 struct ConvGeom {
   int64_t N, C, H, W;   // input
   int64_t K, R, S;      // output channels, kernel height, width
   int64_t ph, pw, sh, sw, dh, dw;
   int64_t G;            // groups: C and K divisible by G
+  ConvAlgo algo_fwd = ConvAlgo::rule;
+  ConvAlgo algo_bwd_data = ConvAlgo::rule;
   int64_t P() const { return (H + 2 * ph - (dh * (R - 1) + 1)) / sh + 1; }
   int64_t Q() const { return (W + 2 * pw - (dw * (S - 1) + 1)) / sw + 1; }
   int64_t Cg() const { return C / G; }
@@ -48,32 +61,46 @@ struct ConvGeom {
 // 2^40 elements.
 const char* conv_geom_error(const ConvGeom& g);
 
-// Forward weight cache: wcache (nullptr: none) is caller-owned storage of at least
-// conv_weight_cache_floats(g) floats, zeroed before first use, one per layer. The blocked kernels
-// keep there a header (layout, lane width), a bitwise copy of the weights and their packed
-// (OIhw16i16o / OIhw8i8o) form; a call whose header matches and whose weights compare equal
-// (memcmp) skips the repack. The other kernels ignore it.
+enum class ConvPass : int { fwd = 0, bwd_data = 1, bwd_weights = 2 };
+
+struct ConvScratch {
+  float* ws;           // workspace
+  int64_t ws_floats;   // its size (>= the chosen row's needed_workspace)
+  float* cache;        // this pass's cache, conv_cache_floats(g, pass) floats; may be nullptr
+                       // only where that is 0 or the row is the direct blocked forward
+};
+
 // Forward epilogue: with relu, y = max(v, 0) + slope * min(v, 0) of v = conv + bias (Caffe's
-// ReLU with negative_slope), applied to the register tile before it is stored (no extra pass).
+// ReLU with negative_slope), applied before y is stored (no extra pass).
 using ConvFwdFn = void (*)(const float* x, const float* w, const float* bias, float* y,
-                           const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);
+                           const ConvGeom& g, const ConvScratch& s, bool relu, float slope);
 using ConvBwdDataFn = void (*)(const float* dy, const float* w, float* dx, const ConvGeom& g,
-                               float* ws);
+                               const ConvScratch& s);
 using ConvBwdWeightsFn = void (*)(const float* x, const float* dy, float* dw, float* db,
-                                  const ConvGeom& g, float* ws);
+                                  const ConvGeom& g, const ConvScratch& s);
 
 template <class Fn>
 using ConvKernel = KernelRow<ConvGeom, Fn>;
 
+// The rows the entry points run for g now (after the ISA cap).
 const ConvKernel<ConvFwdFn>& conv_fwd_kernel(const ConvGeom& g);
 const ConvKernel<ConvBwdDataFn>& conv_bwd_data_kernel(const ConvGeom& g);
 const ConvKernel<ConvBwdWeightsFn>& conv_bwd_weights_kernel(const ConvGeom& g);
+const char* conv_kernel_name(const ConvGeom& g, ConvPass pass);
 
-// The workspace every op's chosen kernel needs, for any ISA cap (max over all table entries
-// built here that support g).
+// The entry points: the chosen row with the caller's scratch (sizes checked by the caller).
+void conv_forward(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
+                  const ConvScratch& s, bool relu, float slope);
+void conv_backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                        const ConvScratch& s);
+void conv_backward_weights(const float* x, const float* dy, float* dw, float* db,
+                           const ConvGeom& g, const ConvScratch& s);
+
+// Sizes in floats: the workspace every op's rows want for g (any ISA cap), the least the row
+// chosen now for `pass` runs with, and the cache of `pass` (any ISA cap).
 int64_t conv_workspace_floats(const ConvGeom& g);
-// Floats of the forward weight cache (max over the blocked kernels this CPU and build can run).
-int64_t conv_weight_cache_floats(const ConvGeom& g);
+int64_t conv_min_workspace_floats(const ConvGeom& g, ConvPass pass);
+int64_t conv_cache_floats(const ConvGeom& g, ConvPass pass);
 
 // Kernels per ISA. "blocked": nChw{16,8}c activations, register tile of output pixels x
 // output-channel blocks, broadcast-FMA over input channels and taps; any geometry (groups are
@@ -82,29 +109,30 @@ int64_t conv_weight_cache_floats(const ConvGeom& g);
 // Cg <= 4 and sw == 1 (bwd_data: Kg <= 4 and sh == sw == 1).
 namespace scalar_impl {
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
-              float* ws, bool relu, float slope, float* wcache);
-void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g, float* ws);
+              const ConvScratch& s, bool relu, float slope);
+void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                   const ConvScratch& s);
 void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, const ConvGeom& g,
-                      float* ws);
+                      const ConvScratch& s);
 }  // namespace scalar_impl
 
 #define CREMA_CONV_ISA_DECLS                                                                   \
   void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* y,           \
-                        const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);  \
+                        const ConvGeom& g, const ConvScratch& s, bool relu, float slope);      \
   int64_t wcache_fwd_blocked(const ConvGeom& g);                                               \
   void conv_bwd_data_blocked(const float* dy, const float* w, float* dx, const ConvGeom& g,    \
-                             float* ws);                                                       \
+                             const ConvScratch& s);                                            \
   void conv_bwd_weights_blocked(const float* x, const float* dy, float* dw, float* db,         \
-                                const ConvGeom& g, float* ws);                                 \
+                                const ConvGeom& g, const ConvScratch& s);                      \
   int64_t ws_fwd_blocked(const ConvGeom& g);                                                   \
   int64_t ws_bwd_data_blocked(const ConvGeom& g);                                              \
   int64_t ws_bwd_weights_blocked(const ConvGeom& g);                                           \
   void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,              \
-                     const ConvGeom& g, float* ws, bool relu, float slope, float* wcache);     \
+                     const ConvGeom& g, const ConvScratch& s, bool relu, float slope);         \
   void conv_bwd_data_fewc(const float* dy, const float* w, float* dx, const ConvGeom& g,       \
-                          float* ws);                                                          \
+                          const ConvScratch& s);                                               \
   void conv_bwd_weights_fewc(const float* x, const float* dy, float* dw, float* db,            \
-                             const ConvGeom& g, float* ws);                                    \
+                             const ConvGeom& g, const ConvScratch& s);                         \
   int64_t ws_fwd_fewc(const ConvGeom& g);                                                      \
   int64_t ws_bwd_data_fewc(const ConvGeom& g);                                                 \
   int64_t ws_bwd_weights_fewc(const ConvGeom& g);
@@ -117,12 +145,36 @@ CREMA_CONV_ISA_DECLS
 }  // namespace avx512_impl
 #undef CREMA_CONV_ISA_DECLS
 
-// Direct or Winograd for the forward (backward = false) or data-gradient pass of g on the ISA in
-// use: Winograd where its kernels apply (3x3, stride 1, dilation 1, one group, pad 0..2) and a
-// fixed rule per ISA, measured once, says it is faster (conv_common.cpp). A rule, not a timing,
-// so every process with the same ISA makes the same choice. The weight gradient is always direct.
+// Whether the Winograd rows can run g (3x3, stride 1, dilation 1, one group, pad 0..2), and
+// whether the fixed rule of `isa` (measured once, conv_common.cpp) says Winograd is faster than
+// direct for the forward (backward = false) or data-gradient pass. A rule, not a timing, so every
+// process with the same ISA makes the same choice.
 bool conv_winograd_applies(const ConvGeom& g);
-bool conv_winograd_preferred(const ConvGeom& g, bool backward);
+bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa);
+
+// The Winograd rows (winograd_common.cpp): g as the Winograd geometry of the forward pass, the
+// tile chosen by winograd_choose_tile for `pass` (fwd or bwd_data).
+struct WinogradGeom;
+WinogradGeom conv_winograd_geom(const ConvGeom& g, ConvPass pass);
+#define CREMA_CONV_WINOGRAD_DECLS                                                              \
+  void conv_fwd_winograd(const float* x, const float* w, const float* bias, float* y,          \
+                         const ConvGeom& g, const ConvScratch& s, bool relu, float slope);     \
+  void conv_bwd_data_winograd(const float* dy, const float* w, float* dx, const ConvGeom& g,   \
+                              const ConvScratch& s);
+namespace scalar_impl {
+CREMA_CONV_WINOGRAD_DECLS
+}
+namespace avx2_impl {
+CREMA_CONV_WINOGRAD_DECLS
+}
+namespace avx512_impl {
+CREMA_CONV_WINOGRAD_DECLS
+}
+#undef CREMA_CONV_WINOGRAD_DECLS
+// Winograd sizes (floats) of g for `pass`: workspace for num_threads() threads, for one thread,
+// and the filter cache.
+int64_t conv_winograd_workspace(const ConvGeom& g, ConvPass pass, bool all_threads);
+int64_t conv_winograd_cache(const ConvGeom& g, ConvPass pass);
 
 bool conv_fewc_supports_fwd(const ConvGeom& g);
 bool conv_fewc_supports_bwd_data(const ConvGeom& g);

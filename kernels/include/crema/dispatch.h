@@ -23,8 +23,18 @@ struct KernelRow {
   Isa isa;
   bool (*supports)(const Geom& g);
   Fn fn;
-  // Floats of caller-owned scratch the row needs for g (nullptr: none).
+  // Floats of caller-owned scratch the row wants for g (nullptr: none).
   int64_t (*workspace)(const Geom& g) = nullptr;
+  // Floats of the caller-owned per-layer cache the row keeps between calls (nullptr: none).
+  int64_t (*cache)(const Geom& g) = nullptr;
+  // The least scratch the row runs with (nullptr: workspace(g)): rows that keep one slot per
+  // thread run on fewer threads when given less than workspace(g).
+  int64_t (*min_workspace)(const Geom& g) = nullptr;
+
+  int64_t needed_workspace(const Geom& g) const {
+    if (min_workspace) return min_workspace(g);
+    return workspace ? workspace(g) : 0;
+  }
 };
 
 template <class Geom, class Fn>
@@ -46,17 +56,21 @@ class KernelTable {
 
   // The most scratch any row may need for g whatever cap is set later: the maximum over the
   // rows this CPU and build can run (isa_runnable) that support g.
-  int64_t max_workspace(const Geom& g) const {
+  int64_t max_workspace(const Geom& g) const { return max_over(g, &Row::workspace); }
+  // The same for the per-layer cache.
+  int64_t max_cache(const Geom& g) const { return max_over(g, &Row::cache); }
+
+ private:
+  int64_t max_over(const Geom& g, int64_t (*Row::*size)(const Geom&)) const {
     int64_t m = 0;
     for (const Row& r : *this)
-      if (r.workspace && isa_runnable(r.isa) && r.supports(g)) {
-        const int64_t w = r.workspace(g);
-        if (w > m) m = w;
+      if (r.*size && isa_runnable(r.isa) && r.supports(g)) {
+        const int64_t v = (r.*size)(g);
+        if (v > m) m = v;
       }
     return m;
   }
 
- private:
   const Row* rows_;
   size_t size_;
 };

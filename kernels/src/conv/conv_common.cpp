@@ -6,6 +6,7 @@
 
 #include "crema/conv.h"
 #include "crema/threads.h"
+#include "crema/winograd.h"
 
 namespace crema {
 
@@ -43,7 +44,7 @@ const char* conv_geom_error(const ConvGeom& g) {
 namespace scalar_impl {
 
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
-              float*, bool relu, float slope, float*) {
+              const ConvScratch&, bool relu, float slope) {
   const int64_t P = g.P(), Q = g.Q(), Cg = g.Cg(), Kg = g.Kg(), RS = g.R * g.S;
   parallel_for(g.N * g.K, P * Q * Cg * RS, [&](int64_t item) {
     const int64_t n = item / g.K, k = item % g.K, c0 = (k / Kg) * Cg;
@@ -71,7 +72,8 @@ void conv_fwd(const float* x, const float* w, const float* bias, float* y, const
   });
 }
 
-void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g, float*) {
+void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                   const ConvScratch&) {
   const int64_t P = g.P(), Q = g.Q(), Cg = g.Cg(), Kg = g.Kg();
   // One item per input plane: it gathers from every output plane of its group.
   parallel_for(g.N * g.C, Kg * P * Q * g.R * g.S, [&](int64_t item) {
@@ -98,7 +100,7 @@ void conv_bwd_data(const float* dy, const float* w, float* dx, const ConvGeom& g
 }
 
 void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, const ConvGeom& g,
-                      float*) {
+                      const ConvScratch&) {
   const int64_t P = g.P(), Q = g.Q(), Cg = g.Cg(), Kg = g.Kg();
   parallel_for(g.K, g.N * P * Q * Cg * g.R * g.S, [&](int64_t k) {
     const int64_t c0 = (k / Kg) * Cg;
@@ -155,12 +157,12 @@ bool conv_winograd_applies(const ConvGeom& g) {
 //     16x16 at 7x7: 0.76 forward / 1.27 data gradient, so direct; otherwise Winograd:
 //     16x16 at 14x14 and up 1.61-2.64, 16->64 1.79-2.95, 32x32 1.60-3.01, 64x64 1.99-2.55.
 //   scalar: not measured (a fallback); it follows the AVX2 rule.
-bool conv_winograd_preferred(const ConvGeom& g, bool backward) {
+bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
   if (!conv_winograd_applies(g)) return false;
   const int64_t cin = backward ? g.K : g.C, cout = backward ? g.C : g.K;
   const int64_t pixels = g.P() * g.Q();
   const bool small_channels = std::max(cin, cout) <= 16;
-  if (active_isa() == Isa::avx512) return cin > 4 && !(small_channels && pixels <= 14 * 14);
+  if (isa == Isa::avx512) return cin > 4 && !(small_channels && pixels <= 14 * 14);
   return std::min(cin, cout) >= 16 && !(small_channels && pixels <= 7 * 7);
 }
 
@@ -169,34 +171,73 @@ namespace {
 constexpr auto any = any_geometry<ConvGeom>;
 int64_t none(const ConvGeom&) { return 0; }
 
+// A Winograd row of `isa` supports g where Winograd applies and g's choice for the pass allows
+// it; choose() only reaches the row when no better ISA is usable, so under the rule the row's own
+// ISA is the ISA in use.
+template <Isa isa, ConvPass pass>
+bool winograd_row_supports(const ConvGeom& g) {
+  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
+  if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
+  if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
+  return a == ConvAlgo::winograd || conv_winograd_preferred(g, pass == ConvPass::bwd_data, isa);
+}
+template <ConvPass pass>
+int64_t winograd_ws(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, true);
+}
+template <ConvPass pass>
+int64_t winograd_min_ws(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, false);
+}
+template <ConvPass pass>
+int64_t winograd_cache(const ConvGeom& g) {
+  return conv_winograd_cache(g, pass);
+}
+
+#define CREMA_WINOGRAD_FWD_ROW(isa)                                                            \
+  {"winograd_" #isa, Isa::isa, winograd_row_supports<Isa::isa, ConvPass::fwd>,                 \
+   isa##_impl::conv_fwd_winograd, winograd_ws<ConvPass::fwd>, winograd_cache<ConvPass::fwd>,   \
+   winograd_min_ws<ConvPass::fwd>}
+#define CREMA_WINOGRAD_BWD_ROW(isa)                                                            \
+  {"winograd_" #isa, Isa::isa, winograd_row_supports<Isa::isa, ConvPass::bwd_data>,            \
+   isa##_impl::conv_bwd_data_winograd, winograd_ws<ConvPass::bwd_data>,                        \
+   winograd_cache<ConvPass::bwd_data>, winograd_min_ws<ConvPass::bwd_data>}
+
 const ConvKernel<ConvFwdFn> kFwdRows[] = {
 #ifdef CREMA_BUILD_AVX512
+    CREMA_WINOGRAD_FWD_ROW(avx512),
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd,
      avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
-    {"direct_blocked_avx512", Isa::avx512, any,
-     avx512_impl::conv_fwd_blocked, avx512_impl::ws_fwd_blocked},
+    {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_fwd_blocked,
+     avx512_impl::ws_fwd_blocked, avx512_impl::wcache_fwd_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
+    CREMA_WINOGRAD_FWD_ROW(avx2),
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd,
      avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
-    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked, avx2_impl::ws_fwd_blocked},
+    {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked,
+     avx2_impl::ws_fwd_blocked, avx2_impl::wcache_fwd_blocked},
 #endif
+    CREMA_WINOGRAD_FWD_ROW(scalar),
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_fwd, none},
 };
 
 const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
 #ifdef CREMA_BUILD_AVX512
+    CREMA_WINOGRAD_BWD_ROW(avx512),
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data,
      avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
     {"direct_blocked_avx512", Isa::avx512, any,
      avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
+    CREMA_WINOGRAD_BWD_ROW(avx2),
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data,
      avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
 #endif
+    CREMA_WINOGRAD_BWD_ROW(scalar),
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_data, none},
 };
 
@@ -216,6 +257,9 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_weights, none},
 };
 
+#undef CREMA_WINOGRAD_FWD_ROW
+#undef CREMA_WINOGRAD_BWD_ROW
+
 constexpr KernelTable<ConvGeom, ConvFwdFn> kFwd(kFwdRows);
 constexpr KernelTable<ConvGeom, ConvBwdDataFn> kBwdData(kBwdDataRows);
 constexpr KernelTable<ConvGeom, ConvBwdWeightsFn> kBwdWeights(kBwdWeightsRows);
@@ -230,19 +274,45 @@ const ConvKernel<ConvBwdWeightsFn>& conv_bwd_weights_kernel(const ConvGeom& g) {
   return kBwdWeights.choose(g);
 }
 
-int64_t conv_weight_cache_floats(const ConvGeom& g) {
-  int64_t m = 0;
-#ifdef CREMA_BUILD_AVX512
-  if (isa_runnable(Isa::avx512)) m = std::max(m, avx512_impl::wcache_fwd_blocked(g));
-#endif
-#ifdef CREMA_BUILD_AVX2
-  if (isa_runnable(Isa::avx2)) m = std::max(m, avx2_impl::wcache_fwd_blocked(g));
-#endif
-  return m;
+const char* conv_kernel_name(const ConvGeom& g, ConvPass pass) {
+  switch (pass) {
+    case ConvPass::fwd: return conv_fwd_kernel(g).name;
+    case ConvPass::bwd_data: return conv_bwd_data_kernel(g).name;
+    default: return conv_bwd_weights_kernel(g).name;
+  }
+}
+
+void conv_forward(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
+                  const ConvScratch& s, bool relu, float slope) {
+  conv_fwd_kernel(g).fn(x, w, bias, y, g, s, relu, slope);
+}
+void conv_backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                        const ConvScratch& s) {
+  conv_bwd_data_kernel(g).fn(dy, w, dx, g, s);
+}
+void conv_backward_weights(const float* x, const float* dy, float* dw, float* db,
+                           const ConvGeom& g, const ConvScratch& s) {
+  conv_bwd_weights_kernel(g).fn(x, dy, dw, db, g, s);
 }
 
 int64_t conv_workspace_floats(const ConvGeom& g) {
   return std::max({kFwd.max_workspace(g), kBwdData.max_workspace(g), kBwdWeights.max_workspace(g)});
+}
+
+int64_t conv_min_workspace_floats(const ConvGeom& g, ConvPass pass) {
+  switch (pass) {
+    case ConvPass::fwd: return conv_fwd_kernel(g).needed_workspace(g);
+    case ConvPass::bwd_data: return conv_bwd_data_kernel(g).needed_workspace(g);
+    default: return conv_bwd_weights_kernel(g).needed_workspace(g);
+  }
+}
+
+int64_t conv_cache_floats(const ConvGeom& g, ConvPass pass) {
+  switch (pass) {
+    case ConvPass::fwd: return kFwd.max_cache(g);
+    case ConvPass::bwd_data: return kBwdData.max_cache(g);
+    default: return kBwdWeights.max_cache(g);
+  }
 }
 
 }  // namespace crema

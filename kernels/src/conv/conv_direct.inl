@@ -1068,7 +1068,9 @@ int64_t wcache_fwd_blocked(const ConvGeom& g) {
 }
 
 void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* y,
-                      const ConvGeom& g, float* ws, bool relu, float slope, float* wcache) {
+                      const ConvGeom& g, const ConvScratch& s, bool relu, float slope) {
+  float* const ws = s.ws;
+  float* const wcache = s.cache;
   const Desc d = forward_desc(g);
   float* packed = nullptr;
   bool pack = true;
@@ -1096,12 +1098,12 @@ void conv_fwd_blocked(const float* x, const float* w, const float* bias, float* 
 int64_t ws_fwd_blocked(const ConvGeom& g) { return ws_blocked_forward_form(forward_desc(g)); }
 
 void conv_bwd_data_blocked(const float* dy, const float* w, float* dx, const ConvGeom& g,
-                           float* ws) {
+                           const ConvScratch& s) {
   run_region(macs(g), [&] {
     if (g.sh == 1 && g.sw == 1)
-      blocked_forward_form(flipped_desc(g), dy, w, true, true, nullptr, dx, ws);
+      blocked_forward_form(flipped_desc(g), dy, w, true, true, nullptr, dx, s.ws);
     else
-      scatter_bwd_data(g, dy, w, dx, ws);
+      scatter_bwd_data(g, dy, w, dx, s.ws);
   });
 }
 
@@ -1111,15 +1113,15 @@ int64_t ws_bwd_data_blocked(const ConvGeom& g) {
 }
 
 void conv_bwd_weights_blocked(const float* x, const float* dy, float* dw, float* db,
-                              const ConvGeom& g, float* ws) {
-  run_region(macs(g), [&] { blocked_bwd_weights(g, x, dy, dw, db, ws); });
+                              const ConvGeom& g, const ConvScratch& s) {
+  run_region(macs(g), [&] { blocked_bwd_weights(g, x, dy, dw, db, s.ws); });
 }
 
 int64_t ws_bwd_weights_blocked(const ConvGeom& g) { return ws_bww(g); }
 
 void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,
-                   const ConvGeom& g, float* ws, bool relu, float slope, float*) {
-  Carver cv(ws);
+                   const ConvGeom& g, const ConvScratch& s, bool relu, float slope) {
+  Carver cv(s.ws);
   float* buf = cv.take(0);
   run_region(macs(g),
              [&] { few_forward_form(forward_desc(g), x, w, bias, y, buf, relu, slope); });
@@ -1128,9 +1130,9 @@ void conv_fwd_fewc(const float* x, const float* w, const float* bias, float* y,
 int64_t ws_fwd_fewc(const ConvGeom& g) { return ws_few_forward_form(forward_desc(g)); }
 
 void conv_bwd_data_fewc(const float* dy, const float* w, float* dx, const ConvGeom& g,
-                        float* ws) {
+                        const ConvScratch& s) {
   const Desc d = flipped_desc(g);
-  Carver cv(ws);
+  Carver cv(s.ws);
   float* wf = cv.take(g.K * g.Cg() * g.R * g.S);
   float* buf = cv.take(0);
   run_region(macs(g), [&] {
@@ -1144,8 +1146,8 @@ int64_t ws_bwd_data_fewc(const ConvGeom& g) {
 }
 
 void conv_bwd_weights_fewc(const float* x, const float* dy, float* dw, float* db,
-                           const ConvGeom& g, float* ws) {
-  run_region(macs(g), [&] { few_bwd_weights(g, x, dy, dw, db, ws); });
+                           const ConvGeom& g, const ConvScratch& s) {
+  run_region(macs(g), [&] { few_bwd_weights(g, x, dy, dw, db, s.ws); });
 }
 
 int64_t ws_bwd_weights_fewc(const ConvGeom& g) { return ws_few_bww(g); }

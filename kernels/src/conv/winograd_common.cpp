@@ -5,6 +5,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "crema/conv.h"
 #include "crema/threads.h"
 #include "crema/winograd.h"
 
@@ -147,7 +148,7 @@ bool layout(const WinogradGeom& g, Layout* L) {
 }
 
 // The U panel of the cache, recomputing it unless the header and the weights copy match.
-float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, const WinogradGeom& g,
+float* ensure_filter(const WinogradOps* ops, const float* w, bool flip, const WinogradGeom& g,
                      float* cache) {
   Layout L{};
   layout(g, &L);
@@ -156,7 +157,7 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
   int32_t hdr[kHeaderFloats] = {};
   hdr[0] = kCacheMagic;
   hdr[1] = g.tile;
-  hdr[2] = kern.fn->panel;
+  hdr[2] = ops->panel;
   hdr[3] = flip ? 1 : 0;
   const int64_t dims[2] = {g.channels, g.out_channels};
   std::memcpy(&hdr[4], dims, sizeof(dims));
@@ -167,7 +168,6 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
       std::memcmp(copy, w, sizeof(float) * L.weights) == 0)
     return u;
   std::memset(cache, 0, sizeof(hdr));  // incomplete until the end
-  const WinogradOps* ops = kern.fn;
   parallel_for(g.c_pad(), g.alpha() * g.alpha() * g.k_pad() * 8, [&](int64_t c) {
     ops->filter_transform(w, g, flip, ops->panel, u, c, c + 1);
   });
@@ -176,13 +176,12 @@ float* ensure_filter(const WinogradKernel& kern, const float* w, bool flip, cons
   return u;
 }
 
-void run(const float* x, const float* w, bool flip, const float* bias, const WinogradGeom& g,
-         float* y, float* workspace, int64_t workspace_floats, float* cache) {
-  const WinogradKernel& kern = winograd_kernel(g);
-  const WinogradOps* ops = kern.fn;
+void run(const WinogradOps* ops, const float* x, const float* w, bool flip, const float* bias,
+         const WinogradGeom& g, float* y, float* workspace, int64_t workspace_floats,
+         float* cache) {
   Layout L{};
   layout(g, &L);
-  const float* u = ensure_filter(kern, w, flip, g, cache);
+  const float* u = ensure_filter(ops, w, flip, g, cache);
 
   float* base = align64(workspace);
   const int64_t kpad = g.k_pad();
@@ -291,7 +290,7 @@ const WinogradKernel& winograd_kernel(const WinogradGeom& g) {
 
 void winograd_forward(const float* x, const float* w, const float* bias, const WinogradGeom& g,
                       float* y, float* workspace, int64_t workspace_floats, float* filter_cache) {
-  run(x, w, false, bias, g, y, workspace, workspace_floats, filter_cache);
+  run(winograd_kernel(g).fn, x, w, false, bias, g, y, workspace, workspace_floats, filter_cache);
 }
 
 WinogradGeom winograd_backward_geom(const WinogradGeom& gf) {
@@ -308,9 +307,81 @@ WinogradGeom winograd_backward_geom(const WinogradGeom& gf) {
 
 void winograd_backward_data(const float* dy, const float* w, const WinogradGeom& gf, float* dx,
                             float* workspace, int64_t workspace_floats, float* filter_cache) {
-  run(dy, w, true, nullptr, winograd_backward_geom(gf), dx, workspace, workspace_floats,
+  const WinogradGeom gb = winograd_backward_geom(gf);
+  run(winograd_kernel(gb).fn, dy, w, true, nullptr, gb, dx, workspace, workspace_floats,
       filter_cache);
 }
+
+// ---- the rows of the convolution tables (crema/conv.h) -----------------------------------------
+
+WinogradGeom conv_winograd_geom(const ConvGeom& g, ConvPass pass) {
+  WinogradGeom wg{};
+  wg.batch = g.N;
+  wg.channels = g.C;
+  wg.height = g.H;
+  wg.width = g.W;
+  wg.out_channels = g.K;
+  wg.pad_h = g.ph;
+  wg.pad_w = g.pw;
+  wg.tile = 4;
+  wg.tile = winograd_choose_tile(pass == ConvPass::bwd_data ? winograd_backward_geom(wg) : wg);
+  return wg;
+}
+
+// The geometry whose sizes the pass's kernels use (the backward pass runs a forward-form
+// convolution of dy).
+static WinogradGeom pass_geom(const ConvGeom& g, ConvPass pass) {
+  const WinogradGeom wg = conv_winograd_geom(g, pass);
+  return pass == ConvPass::bwd_data ? winograd_backward_geom(wg) : wg;
+}
+
+int64_t conv_winograd_workspace(const ConvGeom& g, ConvPass pass, bool all_threads) {
+  return winograd_workspace_floats(pass_geom(g, pass), all_threads ? num_threads() : 1);
+}
+
+int64_t conv_winograd_cache(const ConvGeom& g, ConvPass pass) {
+  return winograd_filter_cache_floats(pass_geom(g, pass));
+}
+
+namespace {
+
+template <const WinogradOps* ops>
+void conv_fwd_rows(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
+                   const ConvScratch& s, bool relu, float slope) {
+  WinogradGeom wg = conv_winograd_geom(g, ConvPass::fwd);
+  wg.relu = relu;
+  wg.relu_slope = slope;
+  run(ops, x, w, false, bias, wg, y, s.ws, s.ws_floats, s.cache);
+}
+
+template <const WinogradOps* ops>
+void conv_bwd_data_rows(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                        const ConvScratch& s) {
+  const WinogradGeom gb = pass_geom(g, ConvPass::bwd_data);
+  run(ops, dy, w, true, nullptr, gb, dx, s.ws, s.ws_floats, s.cache);
+}
+
+}  // namespace
+
+#define CREMA_CONV_WINOGRAD_DEFS(ns)                                                           \
+  namespace ns {                                                                               \
+  void conv_fwd_winograd(const float* x, const float* w, const float* bias, float* y,          \
+                         const ConvGeom& g, const ConvScratch& s, bool relu, float slope) {    \
+    conv_fwd_rows<&winograd_ops>(x, w, bias, y, g, s, relu, slope);                            \
+  }                                                                                            \
+  void conv_bwd_data_winograd(const float* dy, const float* w, float* dx, const ConvGeom& g,   \
+                              const ConvScratch& s) {                                          \
+    conv_bwd_data_rows<&winograd_ops>(dy, w, dx, g, s);                                        \
+  }                                                                                            \
+  }
+CREMA_CONV_WINOGRAD_DEFS(scalar_impl)
+#ifdef CREMA_BUILD_AVX2
+CREMA_CONV_WINOGRAD_DEFS(avx2_impl)
+#endif
+#ifdef CREMA_BUILD_AVX512
+CREMA_CONV_WINOGRAD_DEFS(avx512_impl)
+#endif
+#undef CREMA_CONV_WINOGRAD_DEFS
 
 bool winograd_matrices(int m, float* at, float* g, float* bt) {
   using namespace scalar_impl;
