@@ -152,8 +152,29 @@ def _mask_ok(mask):
     return mask is None or (mask.dtype == np.int32 and mask.flags.c_contiguous)
 
 
+def pool_geometry(geometry):
+    """The native kernels' PoolGeometry, built once per layer reshape: the one place where a
+    legacy tuple (N, C, H, W, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, pooled_h,
+    pooled_w) is converted; a PoolGeometry is returned as it is. ValueError for a geometry the
+    kernels refuse."""
+    if hasattr(geometry, "astuple"):
+        return geometry
+    return _native.PoolGeometry(*_pool_tuple(geometry))
+
+
+def _pool_tuple(geometry):
+    if hasattr(geometry, "astuple"):
+        return geometry.astuple()
+    t = tuple(int(v) for v in geometry)
+    if len(t) != 12:
+        raise ValueError(f"pooling geometry must be (N, C, H, W, kernel_h, kernel_w, pad_h, "
+                         f"pad_w, stride_h, stride_w, pooled_h, pooled_w), got {len(t)} "
+                         f"values {t}")
+    return t
+
+
 def _pool_args(geometry):
-    g = tuple(int(v) for v in geometry)
+    g = _pool_tuple(geometry)
     n, c, h, w, kh, kw, ph, pw, sh, sw, oh, ow = g
     return g, (n, c, h, w), (kh, kw), (ph, pw), (sh, sw), (oh, ow)
 
@@ -166,7 +187,7 @@ def pool_kernel_name(op, geometry, *arrays):
     if not _native_ok(*arrays):
         return "numpy"
     try:
-        return _native.pool_kernel_name(op, tuple(int(v) for v in geometry))
+        return _native.pool_kernel_name(op, pool_geometry(geometry))
     except ValueError:  # a geometry the kernels do not take (an empty batch, say)
         return "numpy"
 
@@ -174,9 +195,9 @@ def pool_kernel_name(op, geometry, *arrays):
 def max_pool_forward(x, geometry, y, mask=None):
     """MAX pooling x (N, C, H, W) -> y (N, C, pooled_h, pooled_w); the argmax h*W + w (-1 for an
     empty window) goes into `mask` when given (int32 for the native kernel)."""
-    g, _, kernel, pad, stride, pooled = _pool_args(geometry)
+    _, _, kernel, pad, stride, pooled = _pool_args(geometry)
     if _native_ok(x, y) and _mask_ok(mask):
-        _native.max_pool_forward(x, g, y, mask)
+        _native.max_pool_forward(x, pool_geometry(geometry), y, mask)
     else:
         from .reference import pool as ref
         top, arg = ref.max_pool_forward(x, kernel, pad, stride, pooled)
@@ -188,9 +209,9 @@ def max_pool_forward(x, geometry, y, mask=None):
 
 def max_pool_backward(dy, mask, geometry, dx):
     """dx = 0, then each dy goes to its argmax (windows sharing one add up)."""
-    g, shape, *_ = _pool_args(geometry)
+    _, shape, *_ = _pool_args(geometry)
     if _native_ok(dy, dx) and mask is not None and _mask_ok(mask):
-        _native.max_pool_backward(dy, mask, g, dx)
+        _native.max_pool_backward(dy, mask, pool_geometry(geometry), dx)
     else:
         from .reference import pool as ref
         dx[...] = ref.max_pool_backward(dy, mask, shape)
@@ -199,9 +220,9 @@ def max_pool_backward(dy, mask, geometry, dx):
 
 def ave_pool_forward(x, geometry, y):
     """AVE pooling (Caffe's divisor: the window clipped to the padded image) into y."""
-    g, _, kernel, pad, stride, pooled = _pool_args(geometry)
+    _, _, kernel, pad, stride, pooled = _pool_args(geometry)
     if _native_ok(x, y):
-        _native.ave_pool_forward(x, g, y)
+        _native.ave_pool_forward(x, pool_geometry(geometry), y)
     else:
         from .reference import pool as ref
         y[...] = ref.ave_pool_forward(x, kernel, pad, stride, pooled)
@@ -210,9 +231,9 @@ def ave_pool_forward(x, geometry, y):
 
 def ave_pool_backward(dy, geometry, dx):
     """dx = 0, then dy / divisor added over each window's image elements."""
-    g, shape, kernel, pad, stride, _ = _pool_args(geometry)
+    _, shape, kernel, pad, stride, _ = _pool_args(geometry)
     if _native_ok(dy, dx):
-        _native.ave_pool_backward(dy, g, dx)
+        _native.ave_pool_backward(dy, pool_geometry(geometry), dx)
     else:
         from .reference import pool as ref
         dx[...] = ref.ave_pool_backward(dy, shape, kernel, pad, stride)

@@ -132,12 +132,15 @@ class PoolingLayer(Layer):
         self.rows = np.arange(oh) * sh - ph
         self.cols = np.arange(ow) * sw - pw
         # float32 MAX/AVE run in native kernels (engine.kernels decides per call; float64 and
-        # CREMA_KERNELS=reference stay on the numpy path below).
+        # CREMA_KERNELS=reference stay on the numpy path below), given the PoolGeometry made
+        # here once per reshape (a tuple where the native kernels cannot take it).
         self.pool_geometry = (n, c, h, w, kh, kw, ph, pw, sh, sw, oh, ow)
         self.kernel = "numpy"
         if self.method in (MAX, AVE):
             op = "max_fwd" if self.method == MAX else "ave_fwd"
             self.kernel = kernels.pool_kernel_name(op, self.pool_geometry, b.data)
+            if self.kernel != "numpy":
+                self.pool_geometry = kernels.pool_geometry(self.pool_geometry)
         self.mask32 = (np.empty((n, c) + self.pooled_hw, dtype=np.int32)
                        if self.method == MAX and self.kernel != "numpy" else None)
 

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "crema/eltwise.h"
 #include "crema/im2col.h"
@@ -45,17 +46,20 @@ crema::Conv2dGeom geom(const py::tuple& t) {
   return g;
 }
 
-// Pooling geometry (N, C, H, W, kh, kw, ph, pw, sh, sw, pooled_h, pooled_w).
-crema::PoolGeom pool_geom(const py::tuple& t) {
-  require(py::len(t) == 12, "pooling geometry must be (N, C, H, W, kh, kw, ph, pw, sh, sw, "
-                            "pooled_h, pooled_w)");
-  crema::PoolGeom g{};
-  int64_t* f[] = {&g.num, &g.channels, &g.height, &g.width, &g.kernel_h, &g.kernel_w,
-                  &g.pad_h, &g.pad_w, &g.stride_h, &g.stride_w, &g.pooled_h, &g.pooled_w};
-  for (int i = 0; i < 12; ++i) *f[i] = t[i].cast<int64_t>();
+// A checked pooling geometry (PoolGeometry): made once per layer reshape, immutable after.
+crema::PoolGeom make_pool_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kernel_h,
+                               int64_t kernel_w, int64_t pad_h, int64_t pad_w, int64_t stride_h,
+                               int64_t stride_w, int64_t pooled_h, int64_t pooled_w) {
+  crema::PoolGeom g{N, C, H, W, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                    pooled_h, pooled_w};
   const char* err = crema::pool_geom_error(g);
   require(err == nullptr, std::string("pooling geometry: ") + (err ? err : ""));
   return g;
+}
+
+py::tuple pool_tuple(const crema::PoolGeom& g) {
+  return py::make_tuple(g.num, g.channels, g.height, g.width, g.kernel_h, g.kernel_w, g.pad_h,
+                        g.pad_w, g.stride_h, g.stride_w, g.pooled_h, g.pooled_w);
 }
 
 // a * b * c * d, or -1 when it overflows int64 (no array can have that many elements).
@@ -176,8 +180,43 @@ PYBIND11_MODULE(_kernels, m) {
   }, py::arg("x"), py::arg("dy"), py::arg("dx").noconvert(), py::arg("slope"));
 
   // -- pooling -----------------------------------------------------------------------------
-  m.def("pool_kernel_name", [](const std::string& op, py::tuple g_) {
-    auto g = pool_geom(g_);
+  using crema::PoolGeom;
+  py::class_<PoolGeom>(m, "PoolGeometry",
+                       "A checked, immutable 2-D pooling geometry: input N x C x H x W, the "
+                       "window, pad and stride, and the pooled size (the layer's Caffe formula).")
+      .def(py::init(&make_pool_geom), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"),
+           py::arg("kernel_h"), py::arg("kernel_w"), py::arg("pad_h"), py::arg("pad_w"),
+           py::arg("stride_h"), py::arg("stride_w"), py::arg("pooled_h"), py::arg("pooled_w"))
+      .def_readonly("N", &PoolGeom::num)
+      .def_readonly("C", &PoolGeom::channels)
+      .def_readonly("H", &PoolGeom::height)
+      .def_readonly("W", &PoolGeom::width)
+      .def_readonly("kernel_h", &PoolGeom::kernel_h)
+      .def_readonly("kernel_w", &PoolGeom::kernel_w)
+      .def_readonly("pad_h", &PoolGeom::pad_h)
+      .def_readonly("pad_w", &PoolGeom::pad_w)
+      .def_readonly("stride_h", &PoolGeom::stride_h)
+      .def_readonly("stride_w", &PoolGeom::stride_w)
+      .def_readonly("pooled_h", &PoolGeom::pooled_h)
+      .def_readonly("pooled_w", &PoolGeom::pooled_w)
+      .def("astuple", &pool_tuple,
+           "(N, C, H, W, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, pooled_h, "
+           "pooled_w)")
+      .def("__eq__", [](const PoolGeom& a, const PoolGeom& b) {
+        return pool_tuple(a).equal(pool_tuple(b));
+      })
+      .def("__repr__", [](const PoolGeom& g) {
+        return "PoolGeometry" + std::string(py::str(pool_tuple(g)));
+      })
+      .def(py::pickle([](const PoolGeom& g) { return pool_tuple(g); },
+                      [](const py::tuple& t) {
+                        const auto v = t.cast<std::vector<int64_t>>();
+                        require(v.size() == 12, "PoolGeometry: a pickled geometry has 12 sizes");
+                        return make_pool_geom(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                                              v[8], v[9], v[10], v[11]);
+                      }));
+
+  m.def("pool_kernel_name", [](const std::string& op, const PoolGeom& g) {
     if (op == "max_fwd") return std::string(crema::max_pool_fwd_kernel(g).name);
     if (op == "max_bwd") return std::string(crema::max_pool_bwd_kernel(g).name);
     if (op == "ave_fwd") return std::string(crema::ave_pool_fwd_kernel(g).name);
@@ -186,8 +225,7 @@ PYBIND11_MODULE(_kernels, m) {
                           "got '" + op + "'");
   }, py::arg("op"), py::arg("geometry"));
 
-  m.def("max_pool_forward", [](Arr x, py::tuple g_, Arr y, py::object mask) {
-    auto g = pool_geom(g_);
+  m.def("max_pool_forward", [](Arr x, const PoolGeom& g, Arr y, py::object mask) {
     check_pool_sizes("max_pool_forward", g, x.size(), y.size(), "x", "y");
     int32_t* mp = nullptr;
     MaskArr mask_arr;
@@ -207,8 +245,7 @@ PYBIND11_MODULE(_kernels, m) {
      "MAX pooling of x (N, C, H, W) into y (N, C, pooled_h, pooled_w); the argmax (h*W + w in "
      "the plane, -1 for an empty window) goes into mask (int32, y's size) unless it is None.");
 
-  m.def("max_pool_backward", [](Arr dy, py::object mask, py::tuple g_, Arr dx) {
-    auto g = pool_geom(g_);
+  m.def("max_pool_backward", [](Arr dy, py::object mask, const PoolGeom& g, Arr dx) {
     check_pool_sizes("max_pool_backward", g, dx.size(), dy.size(), "dx", "dy");
     MaskArr mask_arr = as_mask(mask, "max_pool_backward");
     require(mask_arr.size() == dy.size(), "max_pool_backward: mask has " +
@@ -222,8 +259,7 @@ PYBIND11_MODULE(_kernels, m) {
   }, py::arg("dy"), py::arg("mask"), py::arg("geometry"), py::arg("dx").noconvert(),
      "dx = 0, then dx[mask] += dy per plane (mask entries outside [0, H*W) are skipped).");
 
-  m.def("ave_pool_forward", [](Arr x, py::tuple g_, Arr y) {
-    auto g = pool_geom(g_);
+  m.def("ave_pool_forward", [](Arr x, const PoolGeom& g, Arr y) {
     check_pool_sizes("ave_pool_forward", g, x.size(), y.size(), "x", "y");
     const auto& k = crema::ave_pool_fwd_kernel(g);
     const float* xp = x.data();
@@ -232,8 +268,7 @@ PYBIND11_MODULE(_kernels, m) {
     k.fn(xp, g, yp);
   }, py::arg("x"), py::arg("geometry"), py::arg("y").noconvert());
 
-  m.def("ave_pool_backward", [](Arr dy, py::tuple g_, Arr dx) {
-    auto g = pool_geom(g_);
+  m.def("ave_pool_backward", [](Arr dy, const PoolGeom& g, Arr dx) {
     check_pool_sizes("ave_pool_backward", g, dx.size(), dy.size(), "dx", "dy");
     const auto& k = crema::ave_pool_bwd_kernel(g);
     const float* gp = dy.data();

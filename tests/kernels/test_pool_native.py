@@ -15,6 +15,7 @@ from engine.reference import pool as ref
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
+from engine.kernels import pool_geometry as pg
 ISAS = kernels.runnable_isas()
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -58,16 +59,16 @@ def run_all_ops(x, g, dy_seed):
     out = (n, c, oh, ow)
     y = np.full(out, np.nan, np.float32)
     mask = np.full(out, -7, np.int32)
-    native.max_pool_forward(x, g, y, mask)
+    native.max_pool_forward(x, pg(g), y, mask)
     y_nomask = np.full(out, np.nan, np.float32)
-    native.max_pool_forward(x, g, y_nomask)
+    native.max_pool_forward(x, pg(g), y_nomask)
     ya = np.full(out, np.nan, np.float32)
-    native.ave_pool_forward(x, g, ya)
+    native.ave_pool_forward(x, pg(g), ya)
     dy = np.random.default_rng(dy_seed).standard_normal(out).astype(np.float32)
     dx_max = np.full(x.shape, np.nan, np.float32)
-    native.max_pool_backward(dy, mask, g, dx_max)
+    native.max_pool_backward(dy, mask, pg(g), dx_max)
     dx_ave = np.full(x.shape, np.nan, np.float32)
-    native.ave_pool_backward(dy, g, dx_ave)
+    native.ave_pool_backward(dy, pg(g), dx_ave)
     return y, mask, y_nomask, ya, dy, dx_max, dx_ave
 
 
@@ -78,7 +79,7 @@ def compare_with_reference(x, g, dy_seed, label):
     want_ya = ref.ave_pool_forward(x, kernel, pad, stride, pooled)
     for isa in ISAS:
         with isa_cap(isa):
-            names = {op: native.pool_kernel_name(op, g)
+            names = {op: native.pool_kernel_name(op, pg(g))
                      for op in ("max_fwd", "max_bwd", "ave_fwd", "ave_bwd")}
             y, mask, y_nomask, ya, dy, dx_max, dx_ave = run_all_ops(x, g, dy_seed)
         where = f"{label} isa={isa} geometry={g} kernels={names}"
@@ -154,9 +155,9 @@ def test_empty_windows_give_lowest_and_minus_one():
         with isa_cap(isa):
             y = np.zeros((1, 1, 3, 3), np.float32)
             mask = np.zeros((1, 1, 3, 3), np.int32)
-            native.max_pool_forward(x, g, y, mask)
+            native.max_pool_forward(x, pg(g), y, mask)
             ya = np.full((1, 1, 3, 3), np.nan, np.float32)
-            native.ave_pool_forward(x, g, ya)
+            native.ave_pool_forward(x, pg(g), ya)
         assert y[0, 0, 2, 2] == -FLT_MAX and mask[0, 0, 2, 2] == -1, isa
         assert (mask[0, 0, :, 2] == -1).all() and (mask[0, 0, 2, :] == -1).all(), isa
         assert mask[0, 0, 1, 1] == 3 * 5 + 3 and ya[0, 0, 2, 2] == 0.0, isa
@@ -179,7 +180,7 @@ def test_special_values_follow_the_reference():
             with isa_cap(isa):
                 y = np.empty((2, 3) + g[-2:], np.float32)
                 mask = np.empty((2, 3) + g[-2:], np.int32)
-                native.max_pool_forward(x, g, y, mask)
+                native.max_pool_forward(x, pg(g), y, mask)
             check(y, want_y, f"MAX forward with inf/NaN isa={isa} stride={stride}")
             check(mask, want_mask, f"MAX argmax with inf/NaN isa={isa} stride={stride}")
             assert (mask[1, 2] == -1).all() and (y[1, 2] == -FLT_MAX).all()
@@ -190,21 +191,21 @@ def test_kernel_names_follow_the_cap():
     disjoint = geometry_for((1, 1, 8, 8), (2, 2), (0, 0), (2, 2), True)
     for isa in ISAS:
         with isa_cap(isa):
-            assert native.pool_kernel_name("max_fwd", overlapping) == f"max_pool_fwd_{isa}"
-            assert native.pool_kernel_name("ave_fwd", overlapping) == f"ave_pool_fwd_{isa}"
+            assert native.pool_kernel_name("max_fwd", pg(overlapping)) == f"max_pool_fwd_{isa}"
+            assert native.pool_kernel_name("ave_fwd", pg(overlapping)) == f"ave_pool_fwd_{isa}"
             # overlapping windows: the argmax scatter-add stays scalar on every ISA
-            assert native.pool_kernel_name("max_bwd", overlapping) == "max_pool_bwd_scalar"
+            assert native.pool_kernel_name("max_bwd", pg(overlapping)) == "max_pool_bwd_scalar"
             want = {"avx512": "max_pool_bwd_avx512_disjoint"}.get(isa, "max_pool_bwd_scalar")
-            assert native.pool_kernel_name("max_bwd", disjoint) == want
-            assert native.pool_kernel_name("ave_bwd", overlapping) == f"ave_pool_bwd_{isa}"
+            assert native.pool_kernel_name("max_bwd", pg(disjoint)) == want
+            assert native.pool_kernel_name("ave_bwd", pg(overlapping)) == f"ave_pool_bwd_{isa}"
             # int32 lane arithmetic that would overflow goes to the scalar kernels
             huge = (1, 1, 4, 4, 2, 2, 0, 0, 1 << 30, 1 << 30, 1, 4)
-            assert native.pool_kernel_name("max_fwd", huge) == "max_pool_fwd_scalar"
+            assert native.pool_kernel_name("max_fwd", pg(huge)) == "max_pool_fwd_scalar"
             y = np.zeros((1, 1, 1, 4), np.float32)
-            native.max_pool_forward(np.ones((1, 1, 4, 4), np.float32), huge, y)
+            native.max_pool_forward(np.ones((1, 1, 4, 4), np.float32), pg(huge), y)
             assert y[0, 0, 0, 0] == 1 and (y[0, 0, 0, 1:] == -FLT_MAX).all()
     with pytest.raises(ValueError, match="op must be"):
-        native.pool_kernel_name("min_fwd", overlapping)
+        native.pool_kernel_name("min_fwd", pg(overlapping))
 
 
 def test_threads_do_not_change_results():
@@ -237,10 +238,10 @@ def arrays(g=G):
 
 def test_bindings_accept_a_consistent_call():
     x, y, mask = arrays()
-    native.max_pool_forward(x, G, y, mask)
-    native.max_pool_backward(y, mask, G, x)
-    native.ave_pool_forward(x, G, y)
-    native.ave_pool_backward(y, G, x)
+    native.max_pool_forward(x, pg(G), y, mask)
+    native.max_pool_backward(y, mask, pg(G), x)
+    native.ave_pool_forward(x, pg(G), y)
+    native.ave_pool_backward(y, pg(G), x)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -253,41 +254,56 @@ def test_bindings_accept_a_consistent_call():
     ((1, 1, 1 << 16, 1 << 16, 3, 3, 0, 0, 1, 1, 4, 4), "2\\^31"),
 ])
 def test_bindings_reject_bad_geometry(bad, match):
+    # A PoolGeometry is checked once, when made (engine.kernels converts tuples through it).
     x, y, mask = arrays()
     with pytest.raises(ValueError, match=match):
-        native.max_pool_forward(x, bad, y, mask)
+        pg(bad)
     with pytest.raises(ValueError, match=match):
-        native.ave_pool_backward(y, bad, x)
+        kernels.max_pool_forward(x, bad, y, mask)
+    if len(bad) == 12:
+        with pytest.raises(ValueError, match=match):
+            native.PoolGeometry(*bad)
+
+
+def test_geometry_fields():
+    g = pg(G)
+    assert (g.N, g.C, g.H, g.W, g.kernel_h, g.kernel_w, g.pad_h, g.pad_w, g.stride_h,
+            g.stride_w, g.pooled_h, g.pooled_w) == g.astuple() == G
+    assert pg(g) is g
+    with pytest.raises(AttributeError):
+        g.N = 3
+    import pickle
+    assert pickle.loads(pickle.dumps(g)) == g
 
 
 def test_bindings_reject_wrong_sizes():
     x, y, mask = arrays()
     with pytest.raises(ValueError, match="x has 377 elements"):
-        native.max_pool_forward(np.zeros(377, np.float32), G, y, mask)
+        native.max_pool_forward(np.zeros(377, np.float32), pg(G), y, mask)
     with pytest.raises(ValueError, match="y has 119 elements"):
-        native.max_pool_forward(x, G, np.zeros(119, np.float32), mask)
+        native.max_pool_forward(x, pg(G), np.zeros(119, np.float32), mask)
     with pytest.raises(ValueError, match="mask has"):
-        native.max_pool_forward(x, G, y, np.zeros(119, np.int32))
+        native.max_pool_forward(x, pg(G), y, np.zeros(119, np.int32))
     with pytest.raises(ValueError, match="int32"):
-        native.max_pool_forward(x, G, y, mask.astype(np.int64))
+        native.max_pool_forward(x, pg(G), y, mask.astype(np.int64))
     with pytest.raises(ValueError, match="int32"):
-        native.max_pool_forward(x, G, y, mask.astype(np.float32))
+        native.max_pool_forward(x, pg(G), y, mask.astype(np.float32))
     with pytest.raises(ValueError, match="C-contiguous"):
-        native.max_pool_forward(x, G, y, np.zeros((2, 3, 5, 4), np.int32).transpose(0, 1, 3, 2))
+        native.max_pool_forward(x, pg(G), y, np.zeros((2, 3, 5, 4), np.int32).transpose(0, 1, 3, 2))
     with pytest.raises(ValueError, match="mask has"):
-        native.max_pool_backward(y, np.zeros(7, np.int32), G, x)
+        native.max_pool_backward(y, np.zeros(7, np.int32), pg(G), x)
     with pytest.raises(ValueError, match="dx has"):
-        native.max_pool_backward(y, mask, G, np.zeros(10, np.float32))
+        native.max_pool_backward(y, mask, pg(G), np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="dy has"):
-        native.ave_pool_backward(np.zeros(3, np.float32), G, x)
+        native.ave_pool_backward(np.zeros(3, np.float32), pg(G), x)
     with pytest.raises(ValueError, match="y has"):
-        native.ave_pool_forward(x, G, np.zeros((2, 3, 4, 4), np.float32))
+        native.ave_pool_forward(x, pg(G), np.zeros((2, 3, 4, 4), np.float32))
     with pytest.raises(TypeError):  # outputs are never silently converted copies
-        native.ave_pool_forward(x, G, y.astype(np.float64))
+        native.ave_pool_forward(x, pg(G), y.astype(np.float64))
     ro = y.copy()
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        native.ave_pool_forward(x, G, ro)
+        native.ave_pool_forward(x, pg(G), ro)
 
 
 def test_max_backward_skips_masks_outside_the_plane():
@@ -301,7 +317,7 @@ def test_max_backward_skips_masks_outside_the_plane():
                 mask = (np.random.default_rng(0).permutation(2000)[:int(np.prod(out))] - 1000)
                 mask = mask.reshape(out).astype(np.int32)
                 dx = np.full(x.shape, np.nan, np.float32)
-                native.max_pool_backward(dy[..., :g[-2], :g[-1]].copy(), mask, g, dx)
+                native.max_pool_backward(dy[..., :g[-2], :g[-1]].copy(), mask, pg(g), dx)
                 inside = (mask >= 0) & (mask < 7 * 9)
                 assert dx.sum() == inside.sum() and not np.isnan(dx).any()
 
@@ -393,6 +409,7 @@ GUARDED_SCRIPT = r'''
 import ctypes, mmap, os, sys
 import numpy as np
 from engine import _kernels as native, kernels
+from engine.kernels import pool_geometry as pg
 from engine.reference import pool as ref
 
 PAGE = mmap.PAGESIZE
@@ -426,10 +443,10 @@ for isa in kernels.cpu_info()["usable_isas"]:
             y = guarded((2, 3, oh, ow), np.float32, at_end)
             mask = guarded((2, 3, oh, ow), np.int32, at_end)
             dx = guarded((2, 3, h, w), np.float32, at_end)
-            native.max_pool_forward(x, g, y, mask)
-            native.max_pool_backward(y, mask, g, dx)
-            native.ave_pool_forward(x, g, y)
-            native.ave_pool_backward(y, g, dx)
+            native.max_pool_forward(x, pg(g), y, mask)
+            native.max_pool_backward(y, mask, pg(g), dx)
+            native.ave_pool_forward(x, pg(g), y)
+            native.ave_pool_backward(y, pg(g), dx)
 print("ok")
 '''
 
