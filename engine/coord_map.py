@@ -27,7 +27,7 @@ from .errors import CremaError
 from .netspec import layers as L
 
 __all__ = ["PASS_THROUGH_LAYERS", "AxisMismatchException", "UndefinedMapException",
-           "CoordMapError", "conv_params", "crop_params", "coord_map", "compose", "inverse",
+           "CoordMapError", "CropError", "UnconnectedTopsError", "conv_params", "crop_params", "coord_map", "compose", "inverse",
            "coord_map_from_to", "crop"]
 
 # Layers whose output pixel i is computed from input pixel i alone (or from whole blobs of the
@@ -47,6 +47,15 @@ class UndefinedMapException(CoordMapError):
 
 class AxisMismatchException(CoordMapError):
     """Two mappings that act on different axes."""
+
+
+class CropError(CoordMapError, AssertionError):
+    """A crop that cannot be made (scales differ, negative or fractional offset); also an
+    AssertionError, which is what pycaffe raises there, so `except AssertionError` still works."""
+
+
+class UnconnectedTopsError(CoordMapError, RuntimeError):
+    """Two tops with no common input; also a RuntimeError, as pycaffe's."""
 
 
 def _layer_param(fn):
@@ -175,8 +184,8 @@ def coord_map_from_to(top_from, top_to):
             if bottom not in to_maps:
                 to_maps[bottom] = compose(to_maps[current], step)
                 frontier.append(bottom)
-    raise CoordMapError(f"cannot relate the coordinates of {top_from} and {top_to}: they have "
-                        "no common input reached through layers with coordinate maps")
+    raise UnconnectedTopsError(f"cannot relate the coordinates of {top_from} and {top_to}: they "
+                               "have no common input reached through layers with coordinate maps")
 
 
 def crop(top_from, top_to):
@@ -186,13 +195,13 @@ def crop(top_from, top_to):
         return L.Crop(top_from, top_to, crop_param=dict(axis=2, offset=[0]))
     a, b = np.array(a, ndmin=1), np.array(b, ndmin=1)
     if not np.all(a == 1):
-        raise CoordMapError(f"cannot crop {top_from} to {top_to}: their scales differ "
+        raise CropError(f"cannot crop {top_from} to {top_to}: their scales differ "
                             f"(scale {a.tolist()}); upsample or downsample one of them first")
     if not np.all(b <= 0):
-        raise CoordMapError(f"cannot crop {top_from} to {top_to}: it would need a negative "
+        raise CropError(f"cannot crop {top_from} to {top_to}: it would need a negative "
                             f"offset ({(-b).tolist()}); {top_from} starts inside {top_to}")
     if not np.all(np.round(b) == b):
-        raise CoordMapError(f"cannot crop {top_from} to {top_to}: the offset {(-b).tolist()} "
+        raise CropError(f"cannot crop {top_from} to {top_to}: the offset {(-b).tolist()} "
                             "is not a whole number of pixels")
     return L.Crop(top_from, top_to,
                   crop_param=dict(axis=ax + 1, offset=[int(v) for v in -np.round(b)]))
