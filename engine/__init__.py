@@ -19,6 +19,9 @@ from .classifier import Classifier
 from .detector import Detector
 from . import coord_map, draw  # pycaffe's caffe.coord_map and caffe.draw
 from .netspec import NetSpec, params, to_proto
+from . import netspec as net_spec  # pycaffe's module name: `from caffe import net_spec`
+import sys as _sys
+_sys.modules[__name__ + ".net_spec"] = net_spec  # and `import caffe.net_spec`
 from .pycaffe import (Timer, has_nccl, init_log, log, set_multiprocess, set_solver_count,
                       set_solver_rank, solver_count, solver_rank)
 from .solvers import (get_solver, Solver, SGDSolver, NesterovSolver, AdaGradSolver,

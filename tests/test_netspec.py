@@ -233,3 +233,11 @@ def test_non_top_input_is_refused_in_pycaffes_words():
     from engine import layers as L
     with pytest.raises(TypeError, match=r"^Convolution input 0 is not a Top \(type is <class 'str'>\)$"):
         L.Convolution("data", num_output=2, kernel_size=3)
+
+
+def test_pycaffe_module_name_net_spec():
+    """pycaffe's module is caffe.net_spec: both import forms give crema's NetSpec module."""
+    import engine.net_spec
+    from engine import net_spec
+    assert engine.net_spec is net_spec is engine.netspec
+    assert net_spec.NetSpec is engine.NetSpec
