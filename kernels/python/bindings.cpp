@@ -19,6 +19,7 @@ namespace py = pybind11;
 void bind_conv(py::module_& m);  // bind_conv.cpp: direct convolution
 void bind_winograd(py::module_& m);  // bind_winograd.cpp: Winograd convolution
 void bind_gemm(py::module_& m);  // bind_gemm.cpp: SGEMM
+void bind_bf16(py::module_& m);  // bind_bf16.cpp: bfloat16 conversion, GEMM and convolution
 using Arr = py::array_t<float, py::array::c_style>;
 
 namespace {
@@ -105,6 +106,7 @@ PYBIND11_MODULE(_kernels, m) {
   bind_conv(m);
   bind_winograd(m);
   bind_gemm(m);
+  bind_bf16(m);
 
   m.def("cpu_info", [] {
     const auto& c = crema::cpu_info();

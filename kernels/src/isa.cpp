@@ -112,7 +112,8 @@ Isa max_isa() { return static_cast<Isa>(cap().load(std::memory_order_relaxed)); 
 void set_max_isa(Isa isa) { cap().store(static_cast<int>(isa), std::memory_order_relaxed); }
 
 bool isa_usable(Isa isa) {
-  return static_cast<int>(isa) <= static_cast<int>(max_isa()) && isa_runnable(isa);
+  const Isa width = isa == Isa::avx512_bf16 ? Isa::avx512 : isa;  // the cap is on vector widths
+  return static_cast<int>(width) <= static_cast<int>(max_isa()) && isa_runnable(isa);
 }
 
 bool isa_runnable(Isa isa) {
@@ -131,6 +132,12 @@ bool isa_runnable(Isa isa) {
 #else
       return false;
 #endif
+    case Isa::avx512_bf16:
+#ifdef CREMA_BUILD_AVX512_BF16
+      return c.cpu_avx512_bf16;
+#else
+      return false;
+#endif
   }
   return false;
 }
@@ -143,6 +150,7 @@ Isa active_isa() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
     default: return "scalar";

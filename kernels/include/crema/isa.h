@@ -2,13 +2,16 @@
 // The ISA cap (what the kernel tables may choose) starts as CREMA_MAX_ISA=avx512|avx2|scalar,
 // read once at the first dispatch (unset or unknown: no cap); set_max_isa() changes it for the
 // whole process (tests use it to run every ISA in one process).
+// avx512_bf16 (AVX512-BF16: VCVTNE2PS2BF16, VDPBF16PS) is an extension of avx512, not a vector
+// width of its own: the cap avx512 allows it, avx2 and scalar do not. Only the bf16 tables
+// (crema/bf16.h) have rows of it; built_isas()/active_isa() list the vector ISAs only.
 #pragma once
 #include <string>
 #include <vector>
 
 namespace crema {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
 
 struct CpuInfo {
   std::string vendor;

@@ -1,0 +1,277 @@
+// bf16 tables (conversion, GEMM), the portable scalar rows, and the convolution drivers
+// (crema/bf16.h): per image, bf16 input -> im2col over bands of output rows -> bf16 GEMM.
+#include "crema/bf16.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "crema/threads.h"
+
+namespace crema {
+namespace scalar_impl {
+namespace {
+
+#include "bf16_gemm_impl.h"
+
+float widen(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+struct ScalarTile {
+  static constexpr int MR = 4, NR = 8;
+  static constexpr int64_t KC = 256, MC = MR * 32, NC = NR * 256;
+  static void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc,
+                   int mr, int nr, float alpha, float beta) {
+    float acc[MR][NR] = {};
+    for (int64_t p = 0; p < kp; ++p) {
+      for (int i = 0; i < MR; ++i) {
+        const float a1 = widen(a[i] & 0xFFFF0000u), a0 = widen(a[i] << 16);
+        for (int j = 0; j < NR; ++j) {
+          acc[i][j] += a1 * widen(b[j] & 0xFFFF0000u);  // k+1 first, as VDPBF16PS
+          acc[i][j] += a0 * widen(b[j] << 16);
+        }
+      }
+      a += MR;
+      b += NR;
+    }
+    for (int i = 0; i < mr; ++i) {
+      float* row = c + i * ldc;
+      for (int j = 0; j < nr; ++j)
+        row[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * row[j];
+    }
+  }
+};
+
+}  // namespace
+
+void bf16_gemm(const Bf16GemmArgs& g) { bf16_gemm_run<ScalarTile>(g); }
+
+void to_bf16(const float* src, bf16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_round(src[i]);
+}
+
+}  // namespace scalar_impl
+
+namespace {
+
+constexpr auto any_gemm = any_geometry<Bf16GemmArgs>;
+const Bf16GemmKernel kGemmRows[] = {
+#if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16gemm_avx512_bf16_14x32", Isa::avx512_bf16, any_gemm, avx512_bf16_impl::bf16_gemm},
+#endif
+#if defined(CREMA_BUILD_AVX512)
+    {"bf16gemm_avx512_12x32", Isa::avx512, any_gemm, avx512_impl::bf16_gemm},
+#endif
+#if defined(CREMA_BUILD_AVX2)
+    {"bf16gemm_avx2_4x16", Isa::avx2, any_gemm, avx2_impl::bf16_gemm},
+#endif
+    {"bf16gemm_scalar_4x8", Isa::scalar, any_gemm, scalar_impl::bf16_gemm},
+};
+constexpr KernelTable<Bf16GemmArgs, Bf16GemmFn> kGemmTable(kGemmRows);
+
+constexpr auto any_count = any_geometry<int64_t>;
+const Bf16ConvertKernel kConvertRows[] = {
+#if defined(CREMA_BUILD_AVX512_BF16)
+    {"to_bf16_avx512_bf16", Isa::avx512_bf16, any_count, avx512_bf16_impl::to_bf16},
+#endif
+#if defined(CREMA_BUILD_AVX512)
+    {"to_bf16_avx512", Isa::avx512, any_count, avx512_impl::to_bf16},
+#endif
+#if defined(CREMA_BUILD_AVX2)
+    {"to_bf16_avx2", Isa::avx2, any_count, avx2_impl::to_bf16},
+#endif
+    {"to_bf16_scalar", Isa::scalar, any_count, scalar_impl::to_bf16},
+};
+constexpr KernelTable<int64_t, Bf16ConvertFn> kConvertTable(kConvertRows);
+
+// -- convolution: bands of output rows ------------------------------------------------------------
+
+constexpr int64_t kColBandElems = int64_t{1} << 21;  // bf16 elements of one im2col band (4 MB)
+
+int64_t band_rows(const ConvGeom& g) {
+  const int64_t per_row = g.C * g.R * g.S * g.Q();
+  return std::max<int64_t>(1, std::min<int64_t>(g.P(), kColBandElems / per_row));
+}
+
+int64_t aligned(int64_t floats) { return (floats + 15) / 16 * 16; }
+
+struct Scratch {
+  bf16_t* x;      // one image, C x H x W
+  bf16_t* col;    // one band: (C*R*S) x (rows*Q)
+  float* dcol;    // the band's data gradient columns
+  bf16_t* dy;     // one image's output gradient, K x P x Q
+};
+
+Scratch carve(const ConvGeom& g, float* ws) {
+  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
+  Scratch s{};
+  s.x = reinterpret_cast<bf16_t*>(ws);
+  ws += aligned((g.C * g.H * g.W + 1) / 2);
+  s.col = reinterpret_cast<bf16_t*>(ws);
+  ws += aligned((band + 1) / 2);
+  s.dcol = ws;
+  ws += aligned(band);
+  s.dy = reinterpret_cast<bf16_t*>(ws);
+  return s;
+}
+
+// Output columns q whose input column q*sw - pw + s*dw lies inside [0, W): [lo, hi).
+void inside_cols(const ConvGeom& g, int64_t s, int64_t* lo, int64_t* hi) {
+  const int64_t off = s * g.dw - g.pw, Q = g.Q();
+  int64_t l = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+  int64_t h = (g.W - 1 - off) < 0 ? 0 : (g.W - 1 - off) / g.sw + 1;
+  *lo = std::min(l, Q);
+  *hi = std::max(*lo, std::min(h, Q));
+}
+
+// col[(c*R + r)*S + s][pl*Q + q] = x[c][(p0 + pl)*sh - ph + r*dh][q*sw - pw + s*dw] (0 outside).
+void im2col_band(const bf16_t* x, const ConvGeom& g, int64_t p0, int64_t rows, bf16_t* col) {
+  const int64_t Q = g.Q(), nb = rows * Q;
+  parallel_for(g.C, g.R * g.S * nb, [&](int64_t c) {
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s) {
+        int64_t lo, hi;
+        inside_cols(g, s, &lo, &hi);
+        bf16_t* d = col + ((c * g.R + r) * g.S + s) * nb;
+        for (int64_t pl = 0; pl < rows; ++pl, d += Q) {
+          const int64_t ih = (p0 + pl) * g.sh - g.ph + r * g.dh;
+          if (ih < 0 || ih >= g.H) {
+            std::memset(d, 0, Q * sizeof(bf16_t));
+            continue;
+          }
+          const bf16_t* src = x + (c * g.H + ih) * g.W + s * g.dw - g.pw;
+          std::memset(d, 0, lo * sizeof(bf16_t));
+          if (g.sw == 1)
+            std::memcpy(d + lo, src + lo, (hi - lo) * sizeof(bf16_t));
+          else
+            for (int64_t q = lo; q < hi; ++q) d[q] = src[q * g.sw];
+          std::memset(d + hi, 0, (Q - hi) * sizeof(bf16_t));
+        }
+      }
+  });
+}
+
+// The adjoint of im2col_band in float32: dx[c][ih][iw] += dcol[...] (channels over threads).
+void col2im_band_add(const float* dcol, const ConvGeom& g, int64_t p0, int64_t rows, float* dx) {
+  const int64_t Q = g.Q(), nb = rows * Q;
+  parallel_for(g.C, g.R * g.S * nb, [&](int64_t c) {
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s) {
+        int64_t lo, hi;
+        inside_cols(g, s, &lo, &hi);
+        const float* src = dcol + ((c * g.R + r) * g.S + s) * nb;
+        for (int64_t pl = 0; pl < rows; ++pl, src += Q) {
+          const int64_t ih = (p0 + pl) * g.sh - g.ph + r * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          float* d = dx + (c * g.H + ih) * g.W + s * g.dw - g.pw;
+          for (int64_t q = lo; q < hi; ++q) d[q * g.sw] += src[q];
+        }
+      }
+  });
+}
+
+}  // namespace
+
+const KernelTable<int64_t, Bf16ConvertFn>& bf16_convert_table() { return kConvertTable; }
+const KernelTable<Bf16GemmArgs, Bf16GemmFn>& bf16_gemm_table() { return kGemmTable; }
+
+void to_bf16(const float* src, bf16_t* dst, int64_t n) { kConvertTable.choose(n).fn(src, dst, n); }
+
+void from_bf16(const bf16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+const char* bf16_gemm_args_error(const Bf16GemmArgs& g) {
+  if (g.m < 0 || g.n < 0 || g.k < 0) return "M, N and K must be non-negative";
+  const int64_t limit = int64_t{1} << 40;
+  if (g.m > limit || g.n > limit || g.k > limit) return "M, N and K must be below 2^40";
+  const int64_t a_cols = g.trans_a ? g.m : g.k, b_cols = g.trans_b ? g.k : g.n;
+  if (g.lda < std::max<int64_t>(1, a_cols)) return "lda is smaller than A's stored row length";
+  if (g.ldb < std::max<int64_t>(1, b_cols)) return "ldb is smaller than B's stored row length";
+  if (g.ldc < std::max<int64_t>(1, g.n)) return "ldc is smaller than N";
+  return nullptr;
+}
+
+void bf16_gemm(const Bf16GemmArgs& g) { kGemmTable.choose(g).fn(g); }
+
+int64_t bf16_conv_workspace_floats(const ConvGeom& g) {
+  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
+  return aligned((g.C * g.H * g.W + 1) / 2) + aligned((band + 1) / 2) + aligned(band) +
+         aligned((g.K * g.P() * g.Q() + 1) / 2);
+}
+
+void bf16_conv_forward(const float* x, const bf16_t* w, const float* bias, float* y,
+                       const ConvGeom& g, float* ws) {
+  const Scratch s = carve(g, ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  for (int64_t n = 0; n < g.N; ++n) {
+    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
+    float* yn = y + n * g.K * PQ;
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      im2col_band(s.x, g, p0, rows, s.col);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({false, false, g.Kg(), nb, crs, 1.0f, w + gi * g.Kg() * crs, crs,
+                   s.col + gi * crs * nb, nb, 0.0f, yn + gi * g.Kg() * PQ + p0 * Q, PQ});
+    }
+    if (bias)
+      parallel_for(g.K, PQ, [&](int64_t k) {
+        float* row = yn + k * PQ;
+        for (int64_t i = 0; i < PQ; ++i) row[i] += bias[k];
+      });
+  }
+}
+
+void bf16_conv_backward_data(const float* dy, const bf16_t* w, float* dx, const ConvGeom& g,
+                             float* ws) {
+  const Scratch s = carve(g, ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  for (int64_t n = 0; n < g.N; ++n) {
+    to_bf16(dy + n * g.K * PQ, s.dy, g.K * PQ);
+    float* dxn = dx + n * g.C * g.H * g.W;
+    std::memset(dxn, 0, g.C * g.H * g.W * sizeof(float));
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({true, false, crs, nb, g.Kg(), 1.0f, w + gi * g.Kg() * crs, crs,
+                   s.dy + gi * g.Kg() * PQ + p0 * Q, PQ, 0.0f, s.dcol + gi * crs * nb, nb});
+      col2im_band_add(s.dcol, g, p0, rows, dxn);
+    }
+  }
+}
+
+void bf16_conv_backward_weights(const float* x, const float* dy, float* dw, float* db,
+                                const ConvGeom& g, float* ws) {
+  const Scratch s = carve(g, ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  for (int64_t n = 0; n < g.N; ++n) {
+    const float* dyn = dy + n * g.K * PQ;
+    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
+    to_bf16(dyn, s.dy, g.K * PQ);
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      im2col_band(s.x, g, p0, rows, s.col);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({false, true, g.Kg(), crs, nb, 1.0f, s.dy + gi * g.Kg() * PQ + p0 * Q, PQ,
+                   s.col + gi * crs * nb, nb, 1.0f, dw + gi * g.Kg() * crs, crs});
+    }
+    if (db)
+      parallel_for(g.K, PQ, [&](int64_t k) {
+        const float* row = dyn + k * PQ;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < PQ; ++i) sum += row[i];
+        db[k] += sum;
+      });
+  }
+}
+
+}  // namespace crema
