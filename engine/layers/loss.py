@@ -15,8 +15,8 @@ from ..layer import Layer
 from ..registry import register_layer
 from .softmax import softmax3, softmax_axis_dims
 
-# Caffe's two clamps before log(): SoftmaxWithLoss uses FLT_MIN, the probability-input layers
-# (MultinomialLogisticLoss, InfogainLoss) use kLOG_THRESHOLD = 1e-20 from loss_layer.hpp.
+# Caffe's two clamps before log(): SoftmaxWithLoss uses FLT_MIN; MultinomialLogisticLoss and
+# InfogainLoss (on its internal softmax's output) use kLOG_THRESHOLD = 1e-20 from loss_layer.hpp.
 FLT_MIN = float(np.finfo(np.float32).tiny)
 LOG_THRESHOLD = 1e-20
 
@@ -436,27 +436,45 @@ class MultinomialLogisticLossLayer(_ProbabilityLossLayer):
 
 
 @register_layer("InfogainLoss")
-class InfogainLossLayer(_ProbabilityLossLayer):
-    """Caffe 1.0's InfogainLoss, which takes PROBABILITIES (no internal softmax; later Caffe
-    master applies one to logits, crema follows the 1.0 release):
-    loss = -sum_n sum_k H[label_n, k] * log(max(p[n, k], 1e-20)) / N.
+class InfogainLossLayer(_LossLayer):
+    """Caffe 1.0's InfogainLoss: a softmax over infogain_loss_param.axis turns the scores x into
+    probabilities p, and each non-ignored position pays the infogain-weighted log loss
+    loss = -sum_{valid} sum_k H[label, k] * log(max(p_k, 1e-20)) / normalizer.
+    With H the identity this is SoftmaxWithLoss (up to the clamp, which here is Caffe's
+    kLOG_THRESHOLD, as in Caffe's layer).
 
-    Params: infogain_loss_param.source: a binary BlobProto file holding H (read at setup), used
-    when there is no third bottom. (infogain_loss_param.axis is a later-master field, ignored.)
-    Bottoms: probabilities p (N x ...; dim = count / N), labels with N values, optional H.
-    H must be dim x dim; Caffe 1.0 wants it as 1 x 1 x dim x dim, crema also accepts any
-    shape whose last two axes are (dim, dim) and whose other axes are 1.
-    Top: the loss (shape ()). Gradient: -H[label_n, k] / max(p[n, k], 1e-20) * loss_weight / N.
+    Params: infogain_loss_param { source: a binary BlobProto file holding H, read at setup and
+    used when there is no third bottom; axis (1; negative counts from the end) };
+    loss_param { ignore_label, normalization (default VALID) }. The legacy loss_param.normalize
+    is refused, as Caffe refuses it for this layer.
+    Bottoms: scores x (outer x K x inner around the axis), labels with outer * inner values,
+    optional H. H holds K * K values, read row-major as K x K whatever its shape (Caffe's check
+    is on the count; its documented shape is 1 x 1 x K x K).
+    Tops: the loss (shape ()); optional top[1] = the softmax probabilities (shape of x), which
+    receives no gradient (as in Caffe).
+    Normalizer: FULL: outer*inner, VALID: the number of non-ignored labels, BATCH_SIZE: outer,
+    NONE: 1, never below 1.
+    Gradient at a valid position: (p_k * sum_j H[label, j] - H[label, k]) * loss_weight /
+    normalizer, the exact derivative of the unclamped loss (Caffe's); ignored positions get 0.
     No gradient flows to the labels or to H.
     """
     exact_num_bottom = None
     min_bottom = 2
     max_bottom = 3
+    exact_num_top = None
+    min_top = 1
+    max_top = 2
 
     def allow_force_backward(self, bottom_index):
         return bottom_index == 0
 
     def setup(self, bottom, top):
+        lp = self.param.loss_param
+        if lp.HasField("normalize"):
+            raise self.error("loss_param.normalize is deprecated for InfogainLoss: use "
+                             "loss_param.normalization (FULL, VALID, BATCH_SIZE or NONE)")
+        self._ignore = lp.ignore_label if lp.HasField("ignore_label") else None
+        self._mode = lp.normalization
         self._file_H = None
         if len(bottom) >= 3:
             return
@@ -479,36 +497,64 @@ class InfogainLossLayer(_ProbabilityLossLayer):
 
     def _infogain(self, bottom):
         if len(bottom) >= 3:
-            return bottom[2].data, bottom[2].shape, "bottom[2]"
-        return self._file_H, self._file_H.shape, f"file {self.param.infogain_loss_param.source!r}"
+            return bottom[2].data, "bottom[2]"
+        return self._file_H, f"file {self.param.infogain_loss_param.source!r}"
 
     def reshape(self, bottom, top):
         self._reshape_loss(bottom, top)
-        self._check_labels_shape(bottom)
-        _, dim = self._num_dim(bottom)
-        _, shape, where = self._infogain(bottom)
-        if len(shape) < 2 or tuple(shape[-2:]) != (dim, dim) or any(d != 1 for d in shape[:-2]):
-            raise self.error(f"the infogain matrix in {where} has shape {shape}, but bottom[0] "
-                             f"shape {bottom[0].shape} needs a {dim} x {dim} matrix "
-                             f"(1 x 1 x {dim} x {dim})")
+        x = bottom[0]
+        axis_param = self.param.infogain_loss_param.axis
+        try:
+            axis = x.canonical_axis(axis_param)
+        except ShapeError as exc:
+            raise self.error(f"infogain_loss_param.axis: {exc}") from None
+        self._outer, self._classes, self._inner = \
+            x.count_range(0, axis), x.shape[axis], x.count_range(axis + 1)
+        if self._classes < 1:
+            raise self.error(f"bottom[0] shape {x.shape} has no classes along "
+                             f"infogain_loss_param.axis {axis_param}")
+        if self._outer * self._inner != bottom[1].count:
+            raise self.error(
+                f"number of labels must match number of predictions: bottom[0] shape "
+                f"{x.shape} with infogain_loss_param.axis {axis_param} needs "
+                f"{self._outer * self._inner} labels, bottom[1] shape {bottom[1].shape} has "
+                f"{bottom[1].count}")
+        H, where = self._infogain(bottom)
+        k = self._classes
+        if H.size != k * k:
+            raise self.error(f"the infogain matrix in {where} has shape {H.shape} ({H.size} "
+                             f"values), but bottom[0] shape {x.shape} has {k} classes along "
+                             f"infogain_loss_param.axis {axis_param}: H must be {k} x {k} "
+                             f"(1 x 1 x {k} x {k})")
+        if len(top) > 1:
+            top[1].reshape(x.shape)
 
     def forward(self, bottom, top):
-        num, dim = self._num_dim(bottom)
-        labels, _ = self._labels(bottom[1], dim)
-        H, _, _ = self._infogain(bottom)
-        dtype = bottom[0].data.dtype
-        self._Hl = np.asarray(H, dtype=dtype).reshape(dim, dim)[labels]
-        self._p = np.maximum(bottom[0].data.reshape(num, dim), LOG_THRESHOLD)
-        top[0].data[...] = -np.sum(self._Hl * np.log(self._p)) / num
+        dims = (self._outer, self._classes, self._inner)
+        self._prob = softmax3(bottom[0].data.reshape(dims))
+        labels, valid = self._labels(bottom[1], self._classes, self._ignore)
+        H, _ = self._infogain(bottom)
+        H = np.asarray(H, dtype=self._prob.dtype).reshape(self._classes, self._classes)
+        # H's row for each position's label, laid out like the probabilities (outer, K, inner)
+        rows = H[labels].reshape(self._outer, self._inner, self._classes).transpose(0, 2, 1)
+        self._valid = valid.reshape(self._outer, 1, self._inner)
+        self._rows = rows * self._valid
+        loss = -np.sum(self._rows * np.log(np.maximum(self._prob, LOG_THRESHOLD)))
+        self._norm = _normalizer(self._mode, self._outer, self._inner, int(valid.sum()))
+        top[0].data[...] = loss / self._norm
+        if len(top) > 1:
+            top[1].data.reshape(dims)[...] = self._prob
 
     def backward(self, top, propagate_down, bottom):
         self._no_label_backward(propagate_down)
         self._no_label_backward(propagate_down, indices=(2,), what="infogain matrix")
         if not propagate_down[0]:
             return
-        num, dim = self._num_dim(bottom)
-        g = -self._loss_weight(top) / num * self._Hl / self._p
-        bottom[0].diff.reshape(num, dim)[...] = g
+        # d/dx_k of -sum_j H[l, j] log p_j is p_k * sum_j H[l, j] - H[l, k]; self._rows is
+        # already zero at ignored positions, so they get no gradient
+        grad = self._prob * self._rows.sum(axis=1, keepdims=True) - self._rows
+        grad *= self._loss_weight(top) / self._norm
+        bottom[0].diff.reshape(grad.shape)[...] = grad
 
 
 @register_layer("Accuracy")

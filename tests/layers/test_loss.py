@@ -402,7 +402,7 @@ def test_contrastive_shape_errors():
 
 
 # ------------------------------------------------------------------------------------------
-# MultinomialLogisticLoss and InfogainLoss (probability inputs)
+# MultinomialLogisticLoss (probability inputs)
 # ------------------------------------------------------------------------------------------
 
 def probabilities(seed, n, k):
@@ -440,62 +440,188 @@ def test_multinomial_logistic_errors():
         run_forward(layer, [np.full((2, 2), 0.5), np.zeros((2, 2))])
 
 
-def naive_infogain(p, labels, H):
-    total = 0.0
-    for n in range(p.shape[0]):
-        for k in range(p.shape[1]):
-            total -= H[int(labels[n]), k] * math.log(max(p[n, k], 1e-20))
-    return total / p.shape[0]
+# ------------------------------------------------------------------------------------------
+# InfogainLoss (Caffe 1.0: scores, an internal softmax over infogain_loss_param.axis)
+# ------------------------------------------------------------------------------------------
+
+def naive_infogain(x, labels, H, axis=1, ignore=None, mode="VALID"):
+    """Explicit loops over every position of `x` outside `axis`; returns the loss and its
+    gradient per unit loss weight, from the definition (softmax, clamped log, normalizer)."""
+    xm = np.moveaxis(np.asarray(x, float), axis, -1)
+    k_ = xm.shape[-1]
+    positions = xm.reshape(-1, k_)
+    labels = np.asarray(labels).reshape(-1)
+    H = np.asarray(H, float).reshape(k_, k_)
+    loss, count = 0.0, 0
+    grad = np.zeros_like(positions)
+    for i, col in enumerate(positions):
+        lab = int(labels[i])
+        if ignore is not None and lab == ignore:
+            continue
+        m = max(col)
+        z = sum(math.exp(v - m) for v in col)
+        p = [math.exp(v - m) / z for v in col]
+        for k in range(k_):
+            loss -= H[lab, k] * math.log(max(p[k], 1e-20))
+        row_sum = sum(H[lab, j] for j in range(k_))
+        for k in range(k_):
+            grad[i, k] = p[k] * row_sum - H[lab, k]
+        count += 1
+    outer = int(np.prod(np.shape(x)[:axis % np.ndim(x)]))
+    norm = {"FULL": positions.shape[0], "VALID": count, "BATCH_SIZE": outer, "NONE": 1}[mode]
+    norm = max(1.0, norm)
+    grad = np.moveaxis(grad.reshape(xm.shape), -1, axis)
+    return loss / norm, grad / norm
+
+
+def infogain_matrix(seed, k):
+    return rng(seed).uniform(0.0, 1.0, size=(k, k))
 
 
 def test_infogain_third_bottom_forward_and_gradient():
-    p = probabilities(16, 3, 3)
-    labels = np.array([1.0, 2.0, 0.0])
-    H = rng(17).uniform(0.0, 1.0, size=(1, 1, 3, 3))
+    x = rng(16).standard_normal((3, 4))
+    labels = np.array([1.0, 3.0, 0.0])
+    H = infogain_matrix(17, 4).reshape(1, 1, 4, 4)
     layer = layer_from_text('type: "InfogainLoss"')
-    bottom, top = run_forward(layer, [p, labels, H])
-    assert float(top[0].data) == pytest.approx(naive_infogain(p, labels, H[0, 0]), rel=1e-12)
+    bottom, top = run_forward(layer, [x, labels, H])
+    loss, grad = naive_infogain(x, labels, H)
+    assert float(top[0].data) == pytest.approx(loss, rel=1e-12)
     assert not layer.allow_force_backward(1) and not layer.allow_force_backward(2)
     diffs = backward_with_weight(layer, bottom, top, 2.0, [True, False, False])
-    want = -2.0 / 3 * H[0, 0][labels.astype(int)] / p
-    np.testing.assert_allclose(diffs[0], want, rtol=1e-12)
-    check_gradient('type: "InfogainLoss"', [p, labels, H], check_bottom=[0])
+    np.testing.assert_allclose(diffs[0], 2.0 * grad, rtol=1e-10, atol=1e-14)
+    check_gradient('type: "InfogainLoss"', [x, labels, H], check_bottom=[0])
 
 
-def test_infogain_identity_equals_multinomial_logistic():
-    p = probabilities(18, 2, 3)
-    labels = np.array([2.0, 1.0])
-    _, t1 = run_forward(layer_from_text('type: "InfogainLoss"'), [p, labels, np.eye(3)])
-    _, t2 = run_forward(layer_from_text('type: "MultinomialLogisticLoss"'), [p, labels])
-    assert float(t1[0].data) == pytest.approx(float(t2[0].data), rel=1e-12)
+def test_infogain_identity_equals_softmax_with_loss():
+    x = rng(18).standard_normal((2, 3, 2, 2))
+    labels = rng(18).integers(0, 3, size=(2, 2, 2)).astype(float)
+    _, lt = run_forward(layer_from_text('type: "InfogainLoss"'), [x, labels, np.eye(3)])
+    _, st = run_forward(layer_from_text('type: "SoftmaxWithLoss"'), [x, labels])
+    assert float(lt[0].data) == pytest.approx(float(st[0].data), rel=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 3, 3), (3, 3)])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 3), (3, 3), (9,)])
 def test_infogain_source_file(tmp_path, shape):
     H = np.array([[1.0, 0.5, 0.0], [0.25, 1.0, 0.5], [0.0, 0.75, 2.0]], np.float32)
     path = tmp_path / "H.binaryproto"
     path.write_bytes(array_to_blobproto(H.reshape(shape)).SerializeToString())
-    p = probabilities(19, 2, 3)
+    x = rng(19).standard_normal((2, 3))
     labels = np.array([0.0, 2.0])
-    layer = layer_from_text(f'type: "InfogainLoss" infogain_loss_param {{ source: "{path}" }}')
-    _, top = run_forward(layer, [p, labels])
-    assert float(top[0].data) == pytest.approx(naive_infogain(p, labels, H), rel=1e-12)
+    text = f'type: "InfogainLoss" infogain_loss_param {{ source: "{path}" }}'
+    _, top = run_forward(layer_from_text(text), [x, labels])
+    assert float(top[0].data) == pytest.approx(naive_infogain(x, labels, H)[0], rel=1e-12)
+    check_gradient(text, [x, labels], check_bottom=[0])
+
+
+@pytest.mark.parametrize("mode", ["FULL", "VALID", "BATCH_SIZE", "NONE"])
+def test_infogain_normalization_and_ignore_label(mode):
+    x = rng(22).standard_normal((2, 3, 2, 3))
+    labels = np.array([[[0, 2, -1], [1, -1, 2]], [[2, 2, 0], [-1, 1, 0]]], float)
+    H = infogain_matrix(23, 3)
+    text = f'type: "InfogainLoss" loss_param {{ ignore_label: -1 normalization: {mode} }}'
+    layer = layer_from_text(text)
+    bottom, top = run_forward(layer, [x, labels, H])
+    loss, grad = naive_infogain(x, labels, H, ignore=-1, mode=mode)
+    assert float(top[0].data) == pytest.approx(loss, rel=1e-12)
+    diffs = backward_with_weight(layer, bottom, top, 0.5, [True, False, False])
+    np.testing.assert_allclose(diffs[0], 0.5 * grad, rtol=1e-10, atol=1e-14)
+    assert np.all(diffs[0][1, :, 1, 0] == 0.0)  # an ignored position gets no gradient
+    check_gradient(text, [x, labels, H], check_bottom=[0])
+
+
+def test_infogain_default_normalization_is_valid():
+    x = rng(24).standard_normal((2, 3, 2))
+    labels = np.array([[0.0, 5.0], [5.0, 1.0]])
+    H = infogain_matrix(25, 3)
+    _, top = run_forward(layer_from_text('type: "InfogainLoss" loss_param { ignore_label: 5 }'),
+                         [x, labels, H])
+    assert float(top[0].data) == pytest.approx(
+        naive_infogain(x, labels, H, ignore=5, mode="VALID")[0], rel=1e-12)
+
+
+def test_infogain_all_ignored_is_zero_loss_and_gradient():
+    layer = layer_from_text('type: "InfogainLoss" loss_param { ignore_label: 0 }')
+    bottom, top = run_forward(layer, [rng(26).standard_normal((2, 3)), np.zeros(2), np.eye(3)])
+    assert float(top[0].data) == 0.0
+    diffs = backward_with_weight(layer, bottom, top, 1.0, [True, False, False])
+    assert np.all(diffs[0] == 0.0)
+
+
+@pytest.mark.parametrize("axis", [2, -1])
+def test_infogain_axis(axis):
+    x = rng(27).standard_normal((2, 3, 4))  # 4 classes on the last axis
+    labels = rng(28).integers(0, 4, size=(2, 3)).astype(float)
+    H = infogain_matrix(29, 4)
+    text = f'type: "InfogainLoss" infogain_loss_param {{ axis: {axis} }}'
+    layer = layer_from_text(text)
+    bottom, top = run_forward(layer, [x, labels, H])
+    loss, grad = naive_infogain(x, labels, H, axis=2)
+    assert float(top[0].data) == pytest.approx(loss, rel=1e-12)
+    # the same positions with the classes moved to axis 1 give the same loss
+    _, moved = run_forward(layer_from_text('type: "InfogainLoss"'),
+                           [np.moveaxis(x, 2, 1), labels, H])
+    assert float(moved[0].data) == pytest.approx(loss, rel=1e-12)
+    diffs = backward_with_weight(layer, bottom, top, 1.0, [True, False, False])
+    np.testing.assert_allclose(diffs[0], grad, rtol=1e-10, atol=1e-14)
+    check_gradient(text, [x, labels, H], check_bottom=[0])
+
+
+def test_infogain_second_top_is_the_softmax_and_takes_no_gradient():
+    x = rng(30).standard_normal((2, 3, 2))
+    labels = np.array([[0.0, 2.0], [1.0, 1.0]])
+    H = infogain_matrix(31, 3)
+    layer = layer_from_text('type: "InfogainLoss"')
+    bottom, top = run_forward(layer, [x, labels, H], n_top=2)
+    assert top[1].shape == x.shape
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(top[1].data, e / e.sum(axis=1, keepdims=True), rtol=1e-12)
+    top[0].diff[...] = 1.0
+    top[1].diff[...] = 7.0  # Caffe ignores any gradient arriving at the probabilities
+    layer.backward(top, [True, False, False], bottom)
+    np.testing.assert_allclose(bottom[0].diff, naive_infogain(x, labels, H)[1],
+                               rtol=1e-10, atol=1e-14)
+    check_gradient('type: "InfogainLoss"', [x, labels, H], n_top=2, check_bottom=[0],
+                   top_indices=[0])
+
+
+def test_infogain_clamps_the_log_at_1e_20():
+    # p = (1, e^-1000) underflows to (1, 0): the loss for H[0] = (0, 1) is -log(1e-20)
+    _, top = run_forward(layer_from_text('type: "InfogainLoss"'),
+                         [np.array([[0.0, -1000.0]]), np.array([0.0]),
+                          np.array([[0.0, 1.0], [0.0, 0.0]])])
+    assert float(top[0].data) == pytest.approx(-math.log(1e-20), rel=1e-12)
 
 
 def test_infogain_errors(tmp_path):
-    p = probabilities(20, 2, 3)
+    x = rng(20).standard_normal((2, 3))
     labels = np.array([0.0, 1.0])
     with pytest.raises(LayerError, match="source"):
-        run_forward(layer_from_text('type: "InfogainLoss"'), [p, labels])
+        run_forward(layer_from_text('type: "InfogainLoss"'), [x, labels])
     missing = tmp_path / "nope.binaryproto"
     with pytest.raises(LayerError, match="nope.binaryproto"):
         run_forward(layer_from_text(f'type: "InfogainLoss" infogain_loss_param '
-                                    f'{{ source: "{missing}" }}'), [p, labels])
-    with pytest.raises(LayerError, match=r"\(2, 2\)"):
-        run_forward(layer_from_text('type: "InfogainLoss"'), [p, labels, np.eye(2)])
+                                    f'{{ source: "{missing}" }}'), [x, labels])
+    with pytest.raises(LayerError, match=r"\(2, 2\) \(4 values\).* 3 classes.*3 x 3"):
+        run_forward(layer_from_text('type: "InfogainLoss"'), [x, labels, np.eye(2)])
     with pytest.raises(LayerError, match="label value 3"):
-        run_forward(layer_from_text('type: "InfogainLoss"'), [p, np.array([3.0, 0.0]),
+        run_forward(layer_from_text('type: "InfogainLoss"'), [x, np.array([3.0, 0.0]),
                                                                 np.eye(3)])
+    with pytest.raises(LayerError, match=r"number of labels .* needs 4 labels.* has 2"):
+        run_forward(layer_from_text('type: "InfogainLoss"'),
+                    [rng(20).standard_normal((2, 3, 2)), labels, np.eye(3)])
+    with pytest.raises(LayerError, match=r"infogain_loss_param.axis: axis 2 out of range"):
+        run_forward(layer_from_text('type: "InfogainLoss" infogain_loss_param { axis: 2 }'),
+                    [x, labels, np.eye(3)])
+    for legacy in ("true", "false"):
+        with pytest.raises(LayerError, match=r"normalize is deprecated.*normalization"):
+            run_forward(layer_from_text(f'type: "InfogainLoss" loss_param {{ normalize: '
+                                        f'{legacy} }}'), [x, labels, np.eye(3)])
+    layer = layer_from_text('type: "InfogainLoss"')
+    bottom, top = run_forward(layer, [x, labels, np.eye(3)])
+    with pytest.raises(LayerError, match=r"cannot backpropagate to label input bottom\[1\]"):
+        layer.backward(top, [True, True, False], bottom)
+    with pytest.raises(LayerError, match=r"infogain matrix input bottom\[2\]"):
+        layer.backward(top, [True, False, True], bottom)
 
 
 # ------------------------------------------------------------------------------------------
