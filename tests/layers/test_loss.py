@@ -584,6 +584,32 @@ def test_infogain_second_top_is_the_softmax_and_takes_no_gradient():
                    top_indices=[0])
 
 
+def test_infogain_in_a_net_with_both_tops(tmp_path):
+    """The probabilities top has loss weight 0 in a net, and the loss reaches the scores."""
+    path = tmp_path / "net.prototxt"
+    path.write_text("""force_backward: true
+layer { name: "in" type: "Input" top: "x" top: "label" top: "H"
+        input_param { shape { dim: 2 dim: 3 dim: 2 } shape { dim: 2 dim: 2 }
+                      shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }
+layer { name: "loss" type: "InfogainLoss" bottom: "x" bottom: "label" bottom: "H"
+        top: "loss" top: "prob" loss_param { ignore_label: 1 normalization: FULL } }
+""")
+    net = engine.Net(str(path), engine.TRAIN)
+    x = rng(32).standard_normal((2, 3, 2))
+    labels = np.array([[0.0, 1.0], [2.0, 2.0]])
+    H = infogain_matrix(33, 3)
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = labels
+    net.blobs["H"].data[...] = H.reshape(1, 1, 3, 3)
+    out = net.forward()
+    loss, grad = naive_infogain(x, labels, H, ignore=1, mode="FULL")
+    assert float(out["loss"]) == pytest.approx(loss, rel=1e-5)
+    assert net.blob_loss_weights["loss"] == 1.0 and net.blob_loss_weights["prob"] == 0.0
+    np.testing.assert_allclose(out["prob"].sum(axis=1), 1.0, rtol=1e-6)
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, grad, rtol=1e-4, atol=1e-6)
+
+
 def test_infogain_clamps_the_log_at_1e_20():
     # p = (1, e^-1000) underflows to (1, 0): the loss for H[0] = (0, 1) is -log(1e-20)
     _, top = run_forward(layer_from_text('type: "InfogainLoss"'),
