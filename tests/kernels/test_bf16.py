@@ -1,0 +1,223 @@
+"""bf16 kernels (kernels/include/crema/bf16.h) against numpy references, every table row.
+
+Tolerances (stated, and why they hold):
+- float32 -> bf16 conversion: bit-exact against engine.reference.bf16 (round to nearest even,
+  denormals to signed zero, NaN quiet) for every row.
+- GEMM: the reference is float64 on the bf16-rounded operands, so the only error left is the
+  float32 accumulation: |c - ref| <= 2 * k * 2^-24 * (|alpha| |op(A)| @ |op(B)| + |beta c|)
+  elementwise (the standard gamma_k bound, with a factor 2 for the epilogue's roundings).
+- Convolution passes: the same bound with k the length of each output's sum (C/G*R*S forward,
+  K/G*R*S data gradient, N*P*Q weight gradient), the magnitudes from the float64 convolution of
+  the absolute values.
+"""
+import numpy as np
+import pytest
+
+from engine import bf16, kernels
+from engine.reference import bf16 as ref
+
+GEMM_ROWS = ("bf16gemm_avx512_bf16_14x32", "bf16gemm_avx512_12x32", "bf16gemm_avx2_4x16",
+             "bf16gemm_scalar_4x8")
+CONVERT_ROWS = ("to_bf16_avx512_bf16", "to_bf16_avx512", "to_bf16_avx2", "to_bf16_scalar")
+EPS32 = 2.0 ** -24
+
+
+def _row_or_skip(op, name):
+    rows = {r[0]: r for r in bf16.rows(op)}
+    if name not in rows:
+        pytest.skip(f"this build of engine._kernels has no {name} (compiler or platform)")
+    _, isa, runnable = rows[name]
+    width = "avx512" if isa == "avx512_bf16" else isa  # the cap is on vector widths
+    reason = kernels.isa_skip_reason(width)
+    if reason is not None:
+        pytest.skip(reason)
+    if not runnable:
+        info = kernels.cpu_info()
+        pytest.skip(f"this CPU ({info['model'] or info['vendor']}) lacks {isa}")
+    return name
+
+
+@pytest.fixture(params=kernels.ISAS)
+def isa(request):
+    reason = kernels.isa_skip_reason(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    kernels.set_max_isa(request.param)
+    return request.param
+
+
+def _special_floats(rng):
+    tiny = rng.standard_normal(300).astype(np.float32) * np.float32(1e-39)  # denormals
+    normal = rng.standard_normal(3000).astype(np.float32) * np.float32(10.0) ** rng.integers(
+        -30, 30, 3000).astype(np.float32)
+    # exact ties (low 16 bits 0x8000) on both parities, overflow to inf, specials
+    ties = (rng.integers(0, 1 << 16, 200, dtype=np.uint32) << 16 | 0x8000).view(np.float32)
+    ties = ties[np.isfinite(ties)]
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 3.4e38, -3.4e38,
+                        np.finfo(np.float32).tiny, 1e-45], dtype=np.float32)
+    return np.concatenate([tiny, normal, ties, special])
+
+
+@pytest.mark.parametrize("row", CONVERT_ROWS)
+def test_conversion_rounds_to_nearest_even_bit_exact(row):
+    _row_or_skip("convert", row)
+    x = _special_floats(np.random.default_rng(1))
+    for n in (x.size, 1, 15, 17, 33):  # vector tails
+        got = bf16.to_bf16(x[:n], row=row)
+        np.testing.assert_array_equal(got, ref.to_bf16(x[:n]), err_msg=f"{row} n={n}")
+    np.testing.assert_array_equal(bf16.from_bf16(ref.to_bf16(x)).view(np.uint32),
+                                  ref.round_bf16(x).view(np.uint32))
+
+
+def _gemm_case(rng, m, n, k, trans_a, trans_b):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    return ref.to_bf16(a), ref.to_bf16(b)
+
+
+def _check_gemm(row, m, n, k, trans_a, trans_b, alpha, beta, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _gemm_case(rng, m, n, k, trans_a, trans_b)
+    fa, fb = ref.from_bf16(a).astype(np.float64), ref.from_bf16(b).astype(np.float64)
+    opa, opb = (fa.T if trans_a else fa), (fb.T if trans_b else fb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = c0.copy()
+    bf16.gemm(a, b, c, alpha, beta, trans_a, trans_b, row=row)
+    want = alpha * (opa @ opb) + (beta * c0 if beta != 0.0 else 0.0)
+    bound = 2 * max(k, 1) * EPS32 * (abs(alpha) * (np.abs(opa) @ np.abs(opb)) +
+                                     abs(beta) * np.abs(c0)) + 1e-30
+    err = np.abs(c - want)
+    assert np.all(err <= bound), (f"{row} {m}x{n}x{k} ta={trans_a} tb={trans_b}: worst error "
+                                  f"{err.max():.3g}, bound there {bound.flat[err.argmax()]:.3g}")
+
+
+@pytest.mark.parametrize("row", GEMM_ROWS)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_gemm_matches_float64_reference_on_random_shapes(row, trans_a, trans_b):
+    _row_or_skip("gemm", row)
+    rng = np.random.default_rng(7)
+    shapes = [(1, 1, 1), (3, 5, 2), (14, 32, 64), (15, 33, 65)]
+    shapes += [tuple(int(v) for v in rng.integers(1, 90, 3)) for _ in range(4)]
+    shapes += [(40, 70, 1100)]  # more than one k block (KC) for every row
+    for i, (m, n, k) in enumerate(shapes):
+        alpha, beta = [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)][i % 3]
+        _check_gemm(row, m, n, k, trans_a, trans_b, alpha, beta, seed=i)
+
+
+@pytest.mark.parametrize("row", GEMM_ROWS)
+def test_gemm_beta_zero_ignores_garbage_and_k_zero_scales(row):
+    _row_or_skip("gemm", row)
+    a = np.zeros((4, 3), np.uint16)
+    b = ref.to_bf16(np.ones((3, 5), np.float32))
+    c = np.full((4, 5), np.nan, np.float32)
+    bf16.gemm(a, b, c, 1.0, 0.0, row=row)
+    np.testing.assert_array_equal(c, 0.0)
+    c = np.ones((4, 5), np.float32)
+    bf16.gemm(np.zeros((4, 0), np.uint16), np.zeros((0, 5), np.uint16), c, 1.0, 3.0, row=row)
+    np.testing.assert_array_equal(c, 3.0)
+
+
+def test_rows_are_all_listed_and_the_cap_chooses_them(isa):
+    names = [r[0] for r in bf16.rows("gemm")]
+    assert names[-1] == "bf16gemm_scalar_4x8" and set(names) <= set(GEMM_ROWS)
+    chosen = bf16.kernel_name("gemm")
+    if isa == "avx512":  # VDPBF16PS where the CPU has it, the AVX-512F fallback otherwise
+        has_bf16 = kernels.cpu_info()["avx512_bf16"] and GEMM_ROWS[0] in names
+        assert chosen == (GEMM_ROWS[0] if has_bf16 else GEMM_ROWS[1])
+    else:
+        assert chosen == f"bf16gemm_{isa}_" + ("4x16" if isa == "avx2" else "4x8")
+    assert bf16.kernel_name("convert").endswith(chosen.split("_", 1)[1].rsplit("_", 1)[0])
+
+
+def test_gemm_refuses_bad_arguments():
+    a = np.zeros((3, 4), np.uint16)
+    with pytest.raises(ValueError, match="op\\(a\\) is 3 x 4 but op\\(b\\) is 5 x 2"):
+        bf16.gemm(a, np.zeros((5, 2), np.uint16), np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="c is 2 x 2, the product is 3 x 2"):
+        bf16.gemm(a, np.zeros((4, 2), np.uint16), np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="c must be a C-contiguous float32"):
+        bf16.gemm(a, np.zeros((4, 2), np.uint16), np.zeros((3, 2), np.float64))
+    with pytest.raises(ValueError, match="no row named 'nope'"):
+        bf16.gemm(a, np.zeros((4, 2), np.uint16), np.zeros((3, 2), np.float32), row="nope")
+
+
+# -- convolution ---------------------------------------------------------------------------------
+
+CONV_CASES = [
+    # N, C, H, W, K, R, S, ph, pw, sh, sw, dh, dw, G
+    (2, 5, 9, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    (1, 4, 11, 10, 6, 3, 2, 0, 1, 2, 3, 1, 2, 2),
+    (3, 3, 7, 7, 4, 1, 1, 0, 0, 1, 1, 1, 1, 1),
+    (1, 16, 12, 12, 8, 5, 5, 2, 2, 1, 1, 1, 1, 4),
+]
+
+
+def _f64(geometry, fn, *arrays):
+    """engine.kernels' numpy convolution (it runs on float64 arrays) of float64 copies."""
+    return fn(*(None if a is None else np.array(a, dtype=np.float64) for a in arrays),
+              geometry)
+
+
+@pytest.mark.parametrize("geometry", CONV_CASES)
+def test_conv_passes_match_reference_on_bf16_operands(isa, geometry):
+    n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
+    p, q = kernels.conv_output_hw(geometry)
+    rng = np.random.default_rng(sum(geometry))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    dy = rng.standard_normal((n, k, p, q)).astype(np.float32)
+    xr, wr, dyr = ref.round_bf16(x), ref.round_bf16(wt), ref.round_bf16(dy)
+    scratch = bf16.ConvScratch()
+
+    def fwd(xx, ww, bb, geo):
+        y = np.zeros((n, k, p, q))
+        kernels.conv_forward(xx, ww, bb, y, geo)
+        return y
+
+    def bwd_data(dd, ww, geo):
+        dx = np.zeros((n, c, h, w))
+        kernels.conv_backward_data(dd, ww, dx, geo)
+        return dx
+
+    def bwd_weights(xx, dd, geo):
+        dwt = np.zeros((k, c // g, r, s))
+        kernels.conv_backward_weights(xx, dd, dwt, None, geo)
+        return dwt
+
+    y = np.full((n, k, p, q), np.nan, np.float32)
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch)
+    want = _f64(geometry, fwd, xr, wr, bias)
+    bound = 2 * (c // g * r * s + 1) * EPS32 * (
+        _f64(geometry, fwd, np.abs(xr), np.abs(wr), np.abs(bias)))
+    assert np.all(np.abs(y - want) <= bound + 1e-30), "forward"
+
+    dx = np.full((n, c, h, w), np.nan, np.float32)
+    bf16.conv_backward_data(dy, wt, dx, geometry, scratch)
+    want = _f64(geometry, bwd_data, dyr, wr)
+    bound = 2 * (k // g * r * s) * EPS32 * _f64(geometry, bwd_data, np.abs(dyr), np.abs(wr))
+    assert np.all(np.abs(dx - want) <= bound + 1e-30), "backward data"
+
+    dw0 = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
+    db0 = rng.standard_normal(k).astype(np.float32)
+    dwt, db = dw0.copy(), db0.copy()
+    bf16.conv_backward_weights(x, dy, dwt, db, geometry, scratch)
+    want = dw0 + _f64(geometry, bwd_weights, xr, dyr)
+    bound = 2 * (n * p * q + 1) * EPS32 * (np.abs(dw0) + _f64(geometry, bwd_weights,
+                                                               np.abs(xr), np.abs(dyr)))
+    assert np.all(np.abs(dwt - want) <= bound + 1e-30), "backward weights"
+    # the bias gradient is float32 (dy itself, not its bf16 rounding)
+    np.testing.assert_allclose(db, db0 + dy.astype(np.float64).sum(axis=(0, 2, 3)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv_refuses_wrong_sizes():
+    geometry = CONV_CASES[0]
+    scratch = bf16.ConvScratch()
+    x = np.zeros((2, 5, 9, 8), np.float32)
+    with pytest.raises(ValueError, match="y has 3 elements, the geometry needs"):
+        bf16.conv_forward(x, np.zeros((7, 5, 3, 3), np.float32), None, np.zeros(3, np.float32),
+                          geometry, scratch)
+    with pytest.raises(ValueError, match="group must be positive and divide"):
+        bf16.conv_workspace_size((2, 5, 9, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1, 2))
