@@ -2,6 +2,7 @@
 (C++17, pybind11) through CMake and the Cython modules (engine.data._transform) through
 setuptools. `pip install .` and `pip install -e .` both run this."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,15 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     """CMakeExtension entries go to CMake; ordinary (cythonized) Extensions to setuptools."""
+
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        """Put a built module into the source tree (editable installs) by copy and rename:
+        rewriting a loaded library in place crashes (SIGBUS) every process that has it mapped,
+        e.g. a training run going on while the kernels are rebuilt."""
+        staged = f"{outfile}.tmp"
+        shutil.copy2(infile, staged)
+        os.replace(staged, outfile)
+        return outfile, 1
 
     def build_extension(self, ext):
         generate_proto()  # editable installs run build_ext but not build_py
