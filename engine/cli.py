@@ -82,6 +82,9 @@ FLAGS = {
     "threads": ("int", 0, "Optional; number of CPU threads for the kernels and BLAS (0: leave "
                           "the default)."),
     "debug": ("bool", False, "Show Python tracebacks on errors (also CREMA_DEBUG=1)."),
+    "precision": ("str", "", "train, time: arithmetic of Convolution, Deconvolution and "
+                             "InnerProduct, fp32 or bf16 (bf16 operands, fp32 accumulation and "
+                             "master weights); train: overrides the solver's precision."),
     "groups": ("int", 1, "train under MPI: synchronous groups of ranks (world = groups x "
                          "group_size + servers); also the solver's parallel { groups }."),
     "servers": ("int", 0, "train under MPI: parameter-server ranks (the last ranks); needed when "
@@ -120,9 +123,9 @@ COMMANDS = {
     "train": (("solver", "snapshot", "weights", "level", "stage", "sigint_effect",
                "sighup_effect", "check_finite", "groups", "servers", "bucket_mb",
                "first_bucket_mb", "max_staleness", "momentum_correction", "log_dir", "timeline",
-               "stall_timeout") + COMMON, ()),
+               "stall_timeout", "precision") + COMMON, ()),
     "test": (("model", "weights", "iterations", "phase", "level", "stage") + COMMON, ()),
-    "time": (("model", "iterations", "phase", "level", "stage") + COMMON, ()),
+    "time": (("model", "iterations", "phase", "level", "stage", "precision") + COMMON, ()),
     "device_query": (COMMON, ()),
     "parse_log": (("delimiter", "debug"), ("LOGFILE", "OUTDIR")),
     "plot": (("x", "debug"), ("LOGFILE", "OUT")),
@@ -390,6 +393,7 @@ def cmd_train(flags):
     sigint_effect = _effect(flags, "sigint_effect")
     sighup_effect = _effect(flags, "sighup_effect")
     _require_file(flags.solver, "solver")
+    precision = _precision(flags) if flags.precision else None
     weights = _split_list(flags.weights, "weights")
     for w in weights:
         _require_file(w, "weights")
@@ -414,6 +418,8 @@ def cmd_train(flags):
                                            solver_path=flags.solver)
         solver.action_request = handler
         solver.check_finite = flags.check_finite
+        if precision:
+            solver.set_precision(precision)
         for w in weights:
             log.info("Finetuning from %s", w)
             for net in [solver.net] + list(solver.test_nets):
@@ -607,9 +613,20 @@ def _rate(flops, ms, peak):
     return text + ")"
 
 
+def _precision(flags):
+    from .bf16 import PRECISIONS
+    if flags.precision not in PRECISIONS:
+        raise UsageError(f"flag -precision takes {' or '.join(PRECISIONS)}, got "
+                         f"'{flags.precision}'")
+    return flags.precision
+
+
 def cmd_time(flags):
     import engine
+    precision = _precision(flags) if flags.precision else None
     net = _build_net(flags, engine.TRAIN)
+    if precision:
+        net.set_precision(precision)
     log.info("Use CPU.")
     n = flags.iterations
     log.info("Performing Forward")

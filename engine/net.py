@@ -456,6 +456,19 @@ class Net:
     def clear_param_diffs(self):
         self.arena.diff[...] = 0
 
+    precision = "fp32"
+
+    def set_precision(self, precision):
+        """Run the Convolution, Deconvolution and InnerProduct layers in `precision`: "fp32", or
+        "bf16" (bf16 operands, float32 accumulation; weights, their gradients and every other
+        layer stay float32; see engine/bf16.py). CremaError for any other value."""
+        from .bf16 import check_precision
+        check_precision(precision, f"Net '{self.name}'")
+        for layer in self.layers:
+            if hasattr(layer, "precision"):
+                layer.precision = precision
+        self.precision = precision
+
     # -- running --------------------------------------------------------------------------
     def _index(self, layer_name, default):
         if layer_name is None:

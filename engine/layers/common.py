@@ -5,7 +5,7 @@ parameter-gradient switch), so that every layer words its errors the same way.
 """
 import numpy as np
 
-from .. import kernels
+from .. import bf16, kernels
 from ..errors import ShapeError
 from ..layer import Layer
 from ..registry import register_layer
@@ -46,6 +46,9 @@ class InnerProductLayer(Layer):
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    # "bf16" (Net.set_precision): the three products run on engine.bf16's GEMM (float32 arrays
+    # only; the bias and its gradient stay float32).
+    precision = "fp32"
 
     def setup(self, bottom, top):
         p = self.param.inner_product_param
@@ -101,6 +104,11 @@ class InnerProductLayer(Layer):
         return all(a.flags.c_contiguous for a in arrays) and kernels.sgemm_available(
             *(a.reshape(1, -1) for a in arrays))
 
+    def _gemm(self, a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+        """c = alpha op(a) op(b) + beta c on the native GEMM of the layer's precision."""
+        gemm = bf16.gemm if self.precision == "bf16" else kernels.sgemm
+        gemm(a, b, c, alpha, beta, trans_a=trans_a, trans_b=trans_b)
+
     def _weight_nk(self):
         w = self.blobs[0].data
         return w.T if self.transpose else w
@@ -113,8 +121,7 @@ class InnerProductLayer(Layer):
             y = top[0].data.reshape(self.M, self.N)  # a view: the blob is C-contiguous
             if self.bias_term:
                 y[...] = self.blobs[1].data.reshape(1, self.N)
-            kernels.sgemm(x, w, y, 1.0, 1.0 if self.bias_term else 0.0,
-                          trans_b=not self.transpose)
+            self._gemm(x, w, y, 1.0, 1.0 if self.bias_term else 0.0, trans_b=not self.transpose)
             return
         y = x @ self._weight_nk().T
         if self.bias_term:
@@ -128,14 +135,14 @@ class InnerProductLayer(Layer):
         if self._native_gemm(dy, x, w.data, w.diff, bottom[0].diff):
             if param_needs_grad(self, 0):
                 if self.transpose:  # dW (K, N) += x^T dy
-                    kernels.sgemm(x, dy, w.diff, 1.0, 1.0, trans_a=True)
+                    self._gemm(x, dy, w.diff, 1.0, 1.0, trans_a=True)
                 else:               # dW (N, K) += dy^T x
-                    kernels.sgemm(dy, x, w.diff, 1.0, 1.0, trans_a=True)
+                    self._gemm(dy, x, w.diff, 1.0, 1.0, trans_a=True)
             if self.bias_term and param_needs_grad(self, 1):
                 self.blobs[1].diff += dy.sum(axis=0).reshape(self.blobs[1].shape)
             if propagate_down[0]:
                 dx = bottom[0].diff.reshape(self.M, self.K)
-                kernels.sgemm(dy, w.data, dx, trans_b=self.transpose)
+                self._gemm(dy, w.data, dx, trans_b=self.transpose)
             return
         if param_needs_grad(self, 0):
             if self.transpose:

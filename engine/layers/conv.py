@@ -21,7 +21,7 @@ allocated on first use. engine.net may fuse an in-place ReLU into the forward ke
 """
 import numpy as np
 
-from .. import kernels
+from .. import bf16, kernels
 from ..layer import Layer
 from ..registry import register_layer
 from .common import canonical_axis, param_needs_grad
@@ -131,6 +131,10 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
     "conv output" (conv_out_channels x conv_out_hw) with weights
     (conv_out_channels, conv_in_channels / group, kh, kw). Convolution: conv input = bottom.
     Deconvolution (reverse): conv input = top, so its forward is the conv's data gradient."""
+    # "bf16" (Net.set_precision): the native passes run on engine.bf16's kernels, whose scratch
+    # is bf16_scratch; float64 and the numpy path are unaffected.
+    precision = "fp32"
+
     min_bottom = 1
     min_top = 1
     equal_num_bottom_top = True
@@ -225,6 +229,8 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                                 self.stride_hw[1], self.dilation_hw[0], self.dilation_hw[1],
                                 self.group)
         self.kernels = None
+        if not hasattr(self, "bf16_scratch"):
+            self.bf16_scratch = bf16.ConvScratch()
         if not (x.dtype == np.float32 and kernels.native_available() and self.num > 0):
             self.conv_ws = None
             return
@@ -263,14 +269,29 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         """The convolution's forward pass (native float32); relu_slope (not None) fuses a ReLU
         with that negative_slope into the kernel's epilogue."""
         relu = relu_slope is not None
+        if self.precision == "bf16":
+            bf16.conv_forward(x, w, bias, y, self.native_geometry, self.bf16_scratch)
+            if relu:
+                kernels.relu_forward(y, y, float(relu_slope))
+            return
         kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws, relu=relu,
                              negative_slope=float(relu_slope) if relu else 0.0,
                              weight_cache=self.conv_caches["fwd"])
 
     def _conv_bwd_data(self, dy, w, dx):
         """The convolution's data gradient (native float32)."""
+        if self.precision == "bf16":
+            bf16.conv_backward_data(dy, w, dx, self.native_geometry, self.bf16_scratch)
+            return
         kernels.conv_backward_data(dy, w, dx, self.native_geometry, self.conv_ws,
                                    weight_cache=self.conv_caches["bwd_data"])
+
+    def _conv_bwd_weights(self, x, dy, dw, db):
+        """dw += the convolution's weight gradient, db += its bias gradient unless None."""
+        if self.precision == "bf16":
+            bf16.conv_backward_weights(x, dy, dw, db, self.native_geometry, self.bf16_scratch)
+            return
+        kernels.conv_backward_weights(x, dy, dw, db, self.native_geometry, self.conv_ws)
 
     def _native(self, *arrays):
         return self.kernels is not None and kernels.native_accepts(*arrays)
@@ -401,8 +422,7 @@ class ConvolutionLayer(_BaseConvolution):
                         *(t.diff for t in top)):
             for i, (b, t) in enumerate(zip(bottom, top)):
                 if want_w:
-                    kernels.conv_backward_weights(b.data, t.diff, dw, db if want_b else None,
-                                                  self.native_geometry, self.conv_ws)
+                    self._conv_bwd_weights(b.data, t.diff, dw, db if want_b else None)
                 elif want_b:
                     self._bias_grad([t])
                 if propagate_down[i]:
@@ -459,8 +479,7 @@ class DeconvolutionLayer(_BaseConvolution):
                         *(t.diff for t in top)):
             for i, (b, t) in enumerate(zip(bottom, top)):
                 if want_w:  # the convolution's input is the top, its output the bottom
-                    kernels.conv_backward_weights(t.diff, b.data, dw, None,
-                                                  self.native_geometry, self.conv_ws)
+                    self._conv_bwd_weights(t.diff, b.data, dw, None)
                 if propagate_down[i]:
                     self._conv_fwd(t.diff, w, None, b.diff)
             return

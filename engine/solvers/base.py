@@ -52,6 +52,7 @@ from google.protobuf import text_format
 
 from .. import crema_pb2, rng
 from ..data.sharding import ShardMismatchError
+from ..bf16 import PRECISIONS
 from ..errors import CremaError, SolverError
 from ..layer import TRAIN, TEST
 from ..net import Net
@@ -168,6 +169,10 @@ class Solver(abc.ABC):
         self.test_nets = []
         self._init_train_net()
         self._init_test_nets()
+        if param.precision not in PRECISIONS:
+            raise SolverError(f"{self._label}: precision must be one of "
+                              f"{', '.join(PRECISIONS)}, got {param.precision!r}")
+        self.set_precision(param.precision)
         self.log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
@@ -354,6 +359,16 @@ class Solver(abc.ABC):
                           f"the first non-finite values are in {culprit}. Lower base_lr or "
                           "check the data; set solver.check_finite = False (crema train "
                           "-check_finite=false) to train on regardless")
+
+    def set_precision(self, precision):
+        """The train and test nets' Convolution/InnerProduct arithmetic: "fp32" or "bf16"
+        (engine/bf16.py; the solver's master weights and update stay float32)."""
+        for net in [self.net] + list(self.test_nets):
+            net.set_precision(precision)
+        if precision != "fp32":
+            self.log.info("Precision %s: convolutions and inner products in bf16 with float32 "
+                          "accumulation", precision)
+        self.precision = precision
 
     def share_weights(self, net):
         """Make `net` use the train net's parameters by layer name (pycaffe's share_weights)."""
