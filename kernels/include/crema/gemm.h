@@ -53,9 +53,16 @@ const char* sgemm_args_error(const GemmArgs& g);
 const SgemmKernel& sgemm_kernel();                 // the kernel sgemm() runs now
 void sgemm(const GemmArgs& g);                      // dispatches; args must be valid
 
-// Per-ISA entry points (defined only when built with that ISA).
-void sgemm_avx512(const GemmArgs& g);
-void sgemm_avx2(const GemmArgs& g);
-void sgemm_scalar(const GemmArgs& g);
+// Per-ISA entry points: the vector ones from src/gemm/gemm_vec.isa.cpp (defined only when built
+// with that ISA), the scalar one in gemm_common.cpp.
+namespace avx512_impl {
+void sgemm(const GemmArgs& g);
+}
+namespace avx2_impl {
+void sgemm(const GemmArgs& g);
+}
+namespace scalar_impl {
+void sgemm(const GemmArgs& g);
+}
 
 }  // namespace crema

@@ -40,12 +40,12 @@ struct ScalarTile {
 constexpr auto any = crema::any_geometry<crema::GemmArgs>;
 const crema::SgemmKernel kRows[] = {
 #if defined(CREMA_BUILD_AVX512)
-    {"sgemm_avx512_14x32", crema::Isa::avx512, any, crema::sgemm_avx512},
+    {"sgemm_avx512_14x32", crema::Isa::avx512, any, crema::avx512_impl::sgemm},
 #endif
 #if defined(CREMA_BUILD_AVX2)
-    {"sgemm_avx2_6x16", crema::Isa::avx2, any, crema::sgemm_avx2},
+    {"sgemm_avx2_6x16", crema::Isa::avx2, any, crema::avx2_impl::sgemm},
 #endif
-    {"sgemm_scalar_4x8", crema::Isa::scalar, any, crema::sgemm_scalar},
+    {"sgemm_scalar_4x8", crema::Isa::scalar, any, crema::scalar_impl::sgemm},
 };
 constexpr crema::KernelTable<crema::GemmArgs, crema::SgemmFn> kTable(kRows);
 
@@ -53,7 +53,7 @@ constexpr crema::KernelTable<crema::GemmArgs, crema::SgemmFn> kTable(kRows);
 
 namespace crema {
 
-void sgemm_scalar(const GemmArgs& g) { crema_gemm_scalar::run<ScalarTile>(g); }
+void scalar_impl::sgemm(const GemmArgs& g) { crema_gemm_scalar::run<ScalarTile>(g); }
 
 const char* sgemm_args_error(const GemmArgs& g) {
   if (g.m < 0 || g.n < 0 || g.k < 0) return "M, N and K must be non-negative";

@@ -1,19 +1,13 @@
-// Direct convolution, written once over a vector-traits type VT and included by
-// conv_avx512.cpp (VT = 16 x float, zmm) and conv_avx2.cpp (VT = 8 x float, ymm), each inside its
-// own namespace (crema::avx512_impl / crema::avx2_impl) so nothing here is shared between the
-// two translation units' different instruction sets. The includer provides <algorithm>,
-// <array>, <cstring>, <utility>, crema/conv.h, crema/threads.h and, before this file, a struct
-// VT with:
-//   reg, L (lanes), zero(), load/loadu/store/storeu, bcast(const float*), set1, fmadd(a, b, c)
-//   = a*b + c, add, maskz_loadu(p, n) / mask_storeu(p, v, n) (first n lanes), transpose(reg[L]),
-//   hsum(reg), keep(reg&) (an empty asm that pins a value in a register), prefetch_w(p), and
-//   the register-tile sizes:
+// Direct convolution, written once against crema/simd.h and compiled per vector ISA (CMake makes
+// one unit per ISA from every *.isa.cpp, with -DCREMA_UNIT_ISA=avx512|avx2 and that ISA's flags;
+// the namespace is crema::<isa>_impl). V = simd::Vec<isa> gives the vector operations; the only
+// per-ISA choice here is the register-tile sizes (DirectTiles):
 //   kOB x kWB   forward tile: output-channel blocks x output pixels (accumulators),
 //   kCI x kKJ   weight-gradient tile: input lanes x output-channel blocks,
 //   kKI x kWV   few-channel forward tile: output channels x vectors along the output row,
 //   kTKI x kTT  few-channel weight-gradient tile: output channels x taps.
 //
-// Layouts (L = VT::L; per group g, Ci/Co input/output channels of the group, CB = ceil(Ci/L)):
+// Layouts (L = V::L; per group g, Ci/Co input/output channels of the group, CB = ceil(Ci/L)):
 //   blocked activations  [n][g][cb][hp][wp][L]: the zero-padded image, hp/wp = padded row/col
 //   packed weights       [g][ob][ib][r][s][i][o]: an L x L block per tap (input lane i, output
 //                        lane o), zero outside the channel range.
@@ -21,11 +15,53 @@
 // one output row) in registers for the whole C*R*S reduction: per input lane, kOB weight vectors
 // and kWB broadcasts of input values feed kOB * kWB FMAs. The finished tile is transposed in
 // registers and stored straight into NCHW (no output transform pass).
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
 
+#include "crema/conv.h"
+#include "crema/simd.h"
+#include "crema/threads.h"
+
+namespace crema {
+namespace CREMA_ISA_NS {
 namespace {
 
-constexpr int L = VT::L;
-using reg = typename VT::reg;
+template <Isa isa>
+struct DirectTiles;
+#if defined(__AVX512F__)
+template <>
+struct DirectTiles<Isa::avx512> {  // 32 zmm registers
+  // Forward: 2 output blocks x 14 pixels = 28 accumulators, 2 weight vectors, 1 broadcast.
+  static constexpr int kOB = 2, kWB = 14;
+  // Weight gradient: 4 input lanes x 4 output blocks = 16 accumulators (4 dy vectors, 4
+  // broadcasts per pixel: 0.5 loads per FMA).
+  static constexpr int kCI = 4, kKJ = 4;
+  // Few-channel forward: 6 output channels x 4 vectors (64 pixels) = 24 accumulators; per tap
+  // 4 input vectors + 6 weight broadcasts feed 24 FMAs.
+  static constexpr int kKI = 6, kWV = 4;
+  // Few-channel weight gradient: 6 output channels x 4 taps = 24 accumulators.
+  static constexpr int kTKI = 6, kTT = 4;
+};
+#endif
+template <>
+struct DirectTiles<Isa::avx2> {  // 16 ymm registers
+  // Forward: 2 output blocks x 6 pixels = 12 accumulators (+2 weights, 1 broadcast).
+  static constexpr int kOB = 2, kWB = 6;
+  // Weight gradient: 4 input lanes x 2 output blocks = 8 accumulators.
+  static constexpr int kCI = 4, kKJ = 2;
+  // Few-channel forward: 2 output channels x 5 vectors = 10 accumulators.
+  static constexpr int kKI = 2, kWV = 5;
+  // Few-channel weight gradient: 3 output channels x 4 taps = 12 accumulators.
+  static constexpr int kTKI = 3, kTT = 4;
+};
+
+using V = simd::Vec<Isa::CREMA_UNIT_ISA>;
+using T = DirectTiles<Isa::CREMA_UNIT_ISA>;
+constexpr int L = V::L;
+using reg = typename V::reg;
 
 // Images are processed in chunks whose blocked copy is at most this many floats (>= 1 image).
 constexpr int64_t kChunkFloats = int64_t{1} << 21;  // 8 MB
@@ -145,13 +181,13 @@ void to_blocked(const float* src, int64_t nb, int64_t G, int64_t Ci, int64_t H, 
       const int m = static_cast<int>(std::min<int64_t>(L, whi - wp));
       const int64_t col = wp - pw;
       if (m == L) {
-        for (int i = 0; i < L; ++i) t[i] = i < cn ? VT::loadu(s0 + i * plane + col) : VT::zero();
+        for (int i = 0; i < L; ++i) t[i] = i < cn ? V::loadu(s0 + i * plane + col) : V::zero();
       } else {
         for (int i = 0; i < L; ++i)
-          t[i] = i < cn ? VT::maskz_loadu(s0 + i * plane + col, m) : VT::zero();
+          t[i] = i < cn ? V::maskz_loadu(s0 + i * plane + col, m) : V::zero();
       }
-      VT::transpose(t);
-      for (int j = 0; j < m; ++j) VT::store(d + (wp + j) * L, t[j]);
+      V::transpose(t);
+      for (int j = 0; j < m; ++j) V::store(d + (wp + j) * L, t[j]);
     }
   });
 }
@@ -178,12 +214,12 @@ void from_blocked(const float* src, int64_t nb, int64_t G, int64_t Ci, int64_t H
     for (int64_t w = 0; w < W; w += L) {
       const int m = static_cast<int>(std::min<int64_t>(L, W - w));
       const int64_t valid = std::clamp<int64_t>(Wp - (w + pw), 0, m);
-      for (int j = 0; j < L; ++j) t[j] = j < valid ? VT::load(s + (w + pw + j) * L) : VT::zero();
-      VT::transpose(t);
+      for (int j = 0; j < L; ++j) t[j] = j < valid ? V::load(s + (w + pw + j) * L) : V::zero();
+      V::transpose(t);
       if (m == L) {
-        for (int64_t i = 0; i < cn; ++i) VT::storeu(d0 + i * plane + w, t[i]);
+        for (int64_t i = 0; i < cn; ++i) V::storeu(d0 + i * plane + w, t[i]);
       } else {
-        for (int64_t i = 0; i < cn; ++i) VT::mask_storeu(d0 + i * plane + w, t[i], m);
+        for (int64_t i = 0; i < cn; ++i) V::mask_storeu(d0 + i * plane + w, t[i], m);
       }
     }
   });
@@ -236,18 +272,18 @@ void pack_bias(const float* bias, int64_t G, int64_t Co, float* out) {
 // db[k] += sum over n, p, q of dy[n][k][p][q].
 void bias_grad(const float* dy, int64_t N, int64_t K, int64_t PQ, float* db) {
   loop(K, [&](int64_t k) {
-    reg acc0 = VT::zero(), acc1 = VT::zero();
+    reg acc0 = V::zero(), acc1 = V::zero();
     for (int64_t n = 0; n < N; ++n) {
       const float* p = dy + (n * K + k) * PQ;
       int64_t i = 0;
       for (; i + 2 * L <= PQ; i += 2 * L) {
-        acc0 = VT::add(acc0, VT::loadu(p + i));
-        acc1 = VT::add(acc1, VT::loadu(p + i + L));
+        acc0 = V::add(acc0, V::loadu(p + i));
+        acc1 = V::add(acc1, V::loadu(p + i + L));
       }
-      for (; i + L <= PQ; i += L) acc0 = VT::add(acc0, VT::loadu(p + i));
-      if (i < PQ) acc1 = VT::add(acc1, VT::maskz_loadu(p + i, static_cast<int>(PQ - i)));
+      for (; i + L <= PQ; i += L) acc0 = V::add(acc0, V::loadu(p + i));
+      if (i < PQ) acc1 = V::add(acc1, V::maskz_loadu(p + i, static_cast<int>(PQ - i)));
     }
-    db[k] += VT::hsum(VT::add(acc0, acc1));
+    db[k] += V::hsum(V::add(acc0, acc1));
   });
 }
 
@@ -265,7 +301,7 @@ struct FwdTile {
   const float* bias;  // [OB][L] or nullptr
   float* y;           // NCHW output at (image, channel of ob0 lane 0, oh, ow0)
   int64_t yks;        // floats between output channels (P * Q)
-  int64_t nvalid[VT::kOB];  // valid output channels per block (<= 0: skip the block)
+  int64_t nvalid[T::kOB];  // valid output channels per block (<= 0: skip the block)
   bool relu;          // epilogue: y = max(v, 0) + slope * min(v, 0)
   float slope;
 };
@@ -280,13 +316,13 @@ void store_tile_nchw(reg (&acc)[OB][WB], float* y, int64_t yks, const int64_t* n
       reg t[L];
 #pragma GCC unroll 16
       for (int i = 0; i < L; ++i)  // (the inner select keeps the index in range for the compiler)
-        t[i] = (p0 + i < WB) ? acc[j][p0 + i < WB ? p0 + i : 0] : VT::zero();
-      VT::transpose(t);
+        t[i] = (p0 + i < WB) ? acc[j][p0 + i < WB ? p0 + i : 0] : V::zero();
+      V::transpose(t);
       const int m = WB - p0 < L ? WB - p0 : L;
       if (m == L) {
-        for (int64_t c = 0; c < nvalid[j]; ++c) VT::storeu(yj + c * yks + p0, t[c]);
+        for (int64_t c = 0; c < nvalid[j]; ++c) V::storeu(yj + c * yks + p0, t[c]);
       } else {
-        for (int64_t c = 0; c < nvalid[j]; ++c) VT::mask_storeu(yj + c * yks + p0, t[c], m);
+        for (int64_t c = 0; c < nvalid[j]; ++c) V::mask_storeu(yj + c * yks + p0, t[c], m);
       }
     }
   }
@@ -297,7 +333,7 @@ void fwd_tile(const FwdTile& a) {
   reg acc[OB][WB];
 #pragma GCC unroll 4
   for (int j = 0; j < OB; ++j) {
-    const reg b = a.bias ? VT::load(a.bias + j * L) : VT::zero();
+    const reg b = a.bias ? V::load(a.bias + j * L) : V::zero();
 #pragma GCC unroll 32
     for (int p = 0; p < WB; ++p) acc[j][p] = b;
   }
@@ -314,25 +350,25 @@ void fwd_tile(const FwdTile& a) {
           reg wv[OB];
 #pragma GCC unroll 4
           for (int j = 0; j < OB; ++j) {
-            wv[j] = VT::load(w + j * a.wos + c * L);
-            VT::keep(wv[j]);
+            wv[j] = V::load(w + j * a.wos + c * L);
+            V::keep(wv[j]);
           }
 #pragma GCC unroll 32
           for (int p = 0; p < WB; ++p) {
-            const reg b = VT::bcast(xs + p * xps + c);
+            const reg b = V::bcast(xs + p * xps + c);
 #pragma GCC unroll 4
-            for (int j = 0; j < OB; ++j) acc[j][p] = VT::fmadd(b, wv[j], acc[j][p]);
+            for (int j = 0; j < OB; ++j) acc[j][p] = V::fmadd(b, wv[j], acc[j][p]);
           }
         }
       }
     }
   }
   if (a.relu) {
-    const reg sl = VT::set1(a.slope);
+    const reg sl = V::set1(a.slope);
 #pragma GCC unroll 4
     for (int j = 0; j < OB; ++j)
 #pragma GCC unroll 32
-      for (int p = 0; p < WB; ++p) acc[j][p] = VT::relu(acc[j][p], sl);
+      for (int p = 0; p < WB; ++p) acc[j][p] = V::relu(acc[j][p], sl);
   }
   store_tile_nchw<OB, WB>(acc, a.y, a.yks, a.nvalid);
 }
@@ -346,12 +382,12 @@ constexpr std::array<FwdTileFn, sizeof...(I)> fwd_row(std::integer_sequence<int,
 
 template <int OB, bool UNIT>
 const FwdTileFn* fwd_table() {
-  static constexpr auto t = fwd_row<OB, UNIT>(std::make_integer_sequence<int, VT::kWB>{});
+  static constexpr auto t = fwd_row<OB, UNIT>(std::make_integer_sequence<int, T::kWB>{});
   return t.data();
 }
 
 FwdTileFn fwd_fn(int ob, int wb, bool unit) {
-  static_assert(VT::kOB == 2, "tile tables are written for kOB == 2");
+  static_assert(T::kOB == 2, "tile tables are written for kOB == 2");
   if (ob == 2) return (unit ? fwd_table<2, true>() : fwd_table<2, false>())[wb - 1];
   return (unit ? fwd_table<1, true>() : fwd_table<1, false>())[wb - 1];
 }
@@ -361,7 +397,7 @@ FwdTileFn fwd_fn(int ob, int wb, bool unit) {
 void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, const float* wp,
                      const float* biasb, float* y, bool relu, float slope) {
   const int64_t CB = d.CB(), OBn = d.OBn(), Hp = d.Hp(), Wp = d.Wp();
-  const int64_t OBp = ceil_div(OBn, VT::kOB);
+  const int64_t OBp = ceil_div(OBn, T::kOB);
   const int64_t P = d.P, Q = d.Q;
   const bool unit = d.sw == 1;
   loop(nb * d.G * OBp * P, [&](int64_t item) {
@@ -370,8 +406,8 @@ void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, con
     const int64_t obp = rest % OBp;
     rest /= OBp;
     const int64_t g = rest % d.G, nl = rest / d.G;
-    const int64_t ob0 = obp * VT::kOB;
-    const int ob = static_cast<int>(std::min<int64_t>(VT::kOB, OBn - ob0));
+    const int64_t ob0 = obp * T::kOB;
+    const int ob = static_cast<int>(std::min<int64_t>(T::kOB, OBn - ob0));
     FwdTile a;
     a.xps = d.sw * L;
     a.xcs = Hp * Wp * L;
@@ -386,11 +422,11 @@ void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, con
     a.yks = P * Q;
     a.relu = relu;
     a.slope = slope;
-    for (int j = 0; j < VT::kOB; ++j) a.nvalid[j] = std::min<int64_t>(L, d.Co - (ob0 + j) * L);
+    for (int j = 0; j < T::kOB; ++j) a.nvalid[j] = std::min<int64_t>(L, d.Co - (ob0 + j) * L);
     const float* xrow = xb + ((nl * d.G + g) * CB * Hp + oh * d.sh) * Wp * L;
     float* yrow = y + (((n0 + nl) * d.G + g) * d.Co + ob0 * L) * P * Q + oh * Q;
-    for (int64_t ow0 = 0; ow0 < Q; ow0 += VT::kWB) {
-      const int wb = static_cast<int>(std::min<int64_t>(VT::kWB, Q - ow0));
+    for (int64_t ow0 = 0; ow0 < Q; ow0 += T::kWB) {
+      const int wb = static_cast<int>(std::min<int64_t>(T::kWB, Q - ow0));
       a.x = xrow + ow0 * d.sw * L;
       a.y = yrow + ow0;
       fwd_fn(ob, wb, unit)(a);
@@ -449,7 +485,7 @@ void scatter_tile(const ScatterTile& a) {
 #pragma GCC unroll 4
       for (int j = 0; j < OB; ++j)
 #pragma GCC unroll 32
-        for (int p = 0; p < WB; ++p) acc[j][p] = VT::load(dxp + j * a.xcs + p * a.xps);
+        for (int p = 0; p < WB; ++p) acc[j][p] = V::load(dxp + j * a.xcs + p * a.xps);
       const float* wt = a.w + (r * a.S + s) * L * L;
       for (int64_t kb = 0; kb < a.nkb; ++kb) {
         const float* dyk = a.dy + kb * a.dykbs;
@@ -459,21 +495,21 @@ void scatter_tile(const ScatterTile& a) {
           reg wv[OB];
 #pragma GCC unroll 4
           for (int j = 0; j < OB; ++j) {
-            wv[j] = VT::load(wk + j * a.wos + k * L);
-            VT::keep(wv[j]);
+            wv[j] = V::load(wk + j * a.wos + k * L);
+            V::keep(wv[j]);
           }
 #pragma GCC unroll 32
           for (int p = 0; p < WB; ++p) {
-            const reg b = VT::bcast(dyk + p * L + k);
+            const reg b = V::bcast(dyk + p * L + k);
 #pragma GCC unroll 4
-            for (int j = 0; j < OB; ++j) acc[j][p] = VT::fmadd(b, wv[j], acc[j][p]);
+            for (int j = 0; j < OB; ++j) acc[j][p] = V::fmadd(b, wv[j], acc[j][p]);
           }
         }
       }
 #pragma GCC unroll 4
       for (int j = 0; j < OB; ++j)
 #pragma GCC unroll 32
-        for (int p = 0; p < WB; ++p) VT::store(dxp + j * a.xcs + p * a.xps, acc[j][p]);
+        for (int p = 0; p < WB; ++p) V::store(dxp + j * a.xcs + p * a.xps, acc[j][p]);
     }
 }
 
@@ -485,8 +521,8 @@ constexpr std::array<ScatterTileFn, sizeof...(I)> scatter_row(std::integer_seque
 }
 
 ScatterTileFn scatter_fn(int ob, int wb) {
-  static constexpr auto t2 = scatter_row<2>(std::make_integer_sequence<int, VT::kWB>{});
-  static constexpr auto t1 = scatter_row<1>(std::make_integer_sequence<int, VT::kWB>{});
+  static constexpr auto t2 = scatter_row<2>(std::make_integer_sequence<int, T::kWB>{});
+  static constexpr auto t1 = scatter_row<1>(std::make_integer_sequence<int, T::kWB>{});
   return ob == 2 ? t2[wb - 1] : t1[wb - 1];
 }
 
@@ -517,15 +553,15 @@ void scatter_bwd_data(const ConvGeom& g, const float* dy, const float* w, float*
   // wt[g][cb][kb][r][s][k][c] = w[g*Kg + kb*L + k][cb*L + c][r][s] (no flip).
   pack_weights(w, d.G, d.Co, d.Ci, d.R, d.S, true, false, wt);
   const int64_t CB = d.CB(), KB = d.OBn(), Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
-  const int64_t CBp = ceil_div(CB, VT::kOB);
+  const int64_t CBp = ceil_div(CB, T::kOB);
   for (int64_t n0 = 0; n0 < d.N; n0 += z.nb) {
     const int64_t nb = std::min(z.nb, d.N - n0);
     to_blocked(dy + n0 * d.G * d.Co * P * Q, nb, d.G, d.Co, P, Q, P, Q, 0, 0, dyb);
     loop(nb * d.G * CBp, [&](int64_t item) {
       const int64_t cbp = item % CBp, ng = item / CBp;
       const int64_t g_ = ng % d.G;
-      const int64_t cb0 = cbp * VT::kOB;
-      const int ob = static_cast<int>(std::min<int64_t>(VT::kOB, CB - cb0));
+      const int64_t cb0 = cbp * T::kOB;
+      const int ob = static_cast<int>(std::min<int64_t>(T::kOB, CB - cb0));
       float* dxg = dxb + (ng * CB + cb0) * Hp * Wp * L;
       std::memset(dxg, 0, sizeof(float) * ob * Hp * Wp * L);
       ScatterTile a;
@@ -541,8 +577,8 @@ void scatter_bwd_data(const ConvGeom& g, const float* dy, const float* w, float*
       a.S = d.S;
       const float* dyg = dyb + ng * KB * P * Q * L;
       for (int64_t oh = 0; oh < P; ++oh)
-        for (int64_t ow0 = 0; ow0 < Q; ow0 += VT::kWB) {
-          const int wb = static_cast<int>(std::min<int64_t>(VT::kWB, Q - ow0));
+        for (int64_t ow0 = 0; ow0 < Q; ow0 += T::kWB) {
+          const int wb = static_cast<int>(std::min<int64_t>(T::kWB, Q - ow0));
           a.dx = dxg + (oh * d.sh * Wp + ow0 * d.sw) * L;
           a.dy = dyg + (oh * Q + ow0) * L;
           scatter_fn(ob, wb)(a);
@@ -579,7 +615,7 @@ void bww_tile(const BwwTile& a) {
 #pragma GCC unroll 8
   for (int i = 0; i < CI; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < KJ; ++j) acc[i][j] = VT::load(a.dw + j * a.dwjs + i * L);
+    for (int j = 0; j < KJ; ++j) acc[i][j] = V::load(a.dw + j * a.dwjs + i * L);
   const int64_t xps = UNIT ? L : a.xps;
   for (int64_t oh = 0; oh < a.rows; ++oh) {
     const float* xr = a.x + oh * a.xrow;
@@ -588,33 +624,33 @@ void bww_tile(const BwwTile& a) {
       reg d[KJ];
 #pragma GCC unroll 8
       for (int j = 0; j < KJ; ++j) {
-        d[j] = VT::load(dr + ow * L + j * a.dykbs);
-        VT::keep(d[j]);
+        d[j] = V::load(dr + ow * L + j * a.dykbs);
+        V::keep(d[j]);
       }
 #pragma GCC unroll 8
       for (int i = 0; i < CI; ++i) {
-        const reg b = VT::bcast(xr + ow * xps + i);
+        const reg b = V::bcast(xr + ow * xps + i);
 #pragma GCC unroll 8
-        for (int j = 0; j < KJ; ++j) acc[i][j] = VT::fmadd(b, d[j], acc[i][j]);
+        for (int j = 0; j < KJ; ++j) acc[i][j] = V::fmadd(b, d[j], acc[i][j]);
       }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < CI; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < KJ; ++j) VT::store(a.dw + j * a.dwjs + i * L, acc[i][j]);
+    for (int j = 0; j < KJ; ++j) V::store(a.dw + j * a.dwjs + i * L, acc[i][j]);
 }
 
 using BwwTileFn = void (*)(const BwwTile&);
 
 template <bool UNIT, int... I>
 constexpr std::array<BwwTileFn, sizeof...(I)> bww_row(std::integer_sequence<int, I...>) {
-  return {&bww_tile<VT::kCI, I + 1, UNIT>...};
+  return {&bww_tile<T::kCI, I + 1, UNIT>...};
 }
 
 BwwTileFn bww_fn(int kj, bool unit) {
-  static constexpr auto tu = bww_row<true>(std::make_integer_sequence<int, VT::kKJ>{});
-  static constexpr auto tn = bww_row<false>(std::make_integer_sequence<int, VT::kKJ>{});
+  static constexpr auto tu = bww_row<true>(std::make_integer_sequence<int, T::kKJ>{});
+  static constexpr auto tn = bww_row<false>(std::make_integer_sequence<int, T::kKJ>{});
   return (unit ? tu : tn)[kj - 1];
 }
 
@@ -638,7 +674,7 @@ BwwSizes bww_sizes(const ConvGeom& g) {
 
 void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* dw,
                          float* db, float* ws) {
-  static_assert(L % VT::kCI == 0, "kCI must divide the vector length");
+  static_assert(L % T::kCI == 0, "kCI must divide the vector length");
   const BwwSizes z = bww_sizes(g);
   const Desc& d = z.d;
   Carver cv(ws);
@@ -647,7 +683,7 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
   float* dwb = cv.take(z.dwb);
   const int64_t CB = d.CB(), KB = d.OBn(), Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
   const int64_t R = d.R, S = d.S, RSLL = R * S * L * L;
-  const int64_t KS = ceil_div(KB, VT::kKJ);  // kb sets
+  const int64_t KS = ceil_div(KB, T::kKJ);  // kb sets
   once([&] { std::memset(dwb, 0, sizeof(float) * z.dwb); });
   const int64_t rows_per = std::max<int64_t>(1, 128 / Q);
   const bool unit = d.sw == 1;
@@ -658,8 +694,8 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
     loop(d.G * KS * CB, [&](int64_t item) {
       const int64_t cb = item % CB, rest = item / CB;
       const int64_t ks = rest % KS, g_ = rest / KS;
-      const int64_t kb0 = ks * VT::kKJ;
-      const int kj = static_cast<int>(std::min<int64_t>(VT::kKJ, KB - kb0));
+      const int64_t kb0 = ks * T::kKJ;
+      const int kj = static_cast<int>(std::min<int64_t>(T::kKJ, KB - kb0));
       BwwTileFn fn = bww_fn(kj, unit);
       BwwTile a;
       a.xrow = d.sh * Wp * L;
@@ -674,7 +710,7 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
         for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
           a.rows = std::min(rows_per, P - oh0);
           a.dy = dyg + oh0 * Q * L;
-          for (int64_t ci0 = 0; ci0 < L; ci0 += VT::kCI)
+          for (int64_t ci0 = 0; ci0 < L; ci0 += T::kCI)
             for (int64_t r = 0; r < R; ++r)
               for (int64_t s = 0; s < S; ++s) {
                 a.x = xg + ((oh0 * d.sh + r * d.dh) * Wp + s * d.dw) * L + ci0;
@@ -767,11 +803,11 @@ void few_tile(const FewTile& a) {
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i)
 #pragma GCC unroll 16
-    for (int v = 0; v < WV; ++v) VT::prefetch_w(a.pf + i * a.yks + v * L);
+    for (int v = 0; v < WV; ++v) V::prefetch_w(a.pf + i * a.yks + v * L);
   reg acc[KI][WV];
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i) {
-    const reg b = a.bias ? VT::set1(a.bias[i]) : VT::zero();
+    const reg b = a.bias ? V::set1(a.bias[i]) : V::zero();
 #pragma GCC unroll 16
     for (int v = 0; v < WV; ++v) acc[i][v] = b;
   }
@@ -783,32 +819,32 @@ void few_tile(const FewTile& a) {
         const float* xs = xr + s * a.dw;
         reg wv[KI];
 #pragma GCC unroll 8
-        for (int i = 0; i < KI; ++i) wv[i] = VT::bcast(wr + i * a.wks + s);
+        for (int i = 0; i < KI; ++i) wv[i] = V::bcast(wr + i * a.wks + s);
 #pragma GCC unroll 16
         for (int v = 0; v < WV; ++v) {
-          reg xv = VT::loadu(xs + v * L);
-          VT::keep(xv);
+          reg xv = V::loadu(xs + v * L);
+          V::keep(xv);
 #pragma GCC unroll 8
-          for (int i = 0; i < KI; ++i) acc[i][v] = VT::fmadd(wv[i], xv, acc[i][v]);
+          for (int i = 0; i < KI; ++i) acc[i][v] = V::fmadd(wv[i], xv, acc[i][v]);
         }
       }
     }
   if (a.relu) {
-    const reg sl = VT::set1(a.slope);
+    const reg sl = V::set1(a.slope);
 #pragma GCC unroll 8
     for (int i = 0; i < KI; ++i)
 #pragma GCC unroll 16
-      for (int v = 0; v < WV; ++v) acc[i][v] = VT::relu(acc[i][v], sl);
+      for (int v = 0; v < WV; ++v) acc[i][v] = V::relu(acc[i][v], sl);
   }
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i) {
     float* yi = a.y + i * a.yks;
 #pragma GCC unroll 16
-    for (int v = 0; v < WV - 1; ++v) VT::storeu(yi + v * L, acc[i][v]);
+    for (int v = 0; v < WV - 1; ++v) V::storeu(yi + v * L, acc[i][v]);
     if (a.last == L)
-      VT::storeu(yi + (WV - 1) * L, acc[i][WV - 1]);
+      V::storeu(yi + (WV - 1) * L, acc[i][WV - 1]);
     else
-      VT::mask_storeu(yi + (WV - 1) * L, acc[i][WV - 1], a.last);
+      V::mask_storeu(yi + (WV - 1) * L, acc[i][WV - 1], a.last);
   }
 }
 
@@ -820,13 +856,13 @@ constexpr std::array<FewTileFn, sizeof...(I)> few_row(std::integer_sequence<int,
 }
 
 template <int... K>
-constexpr std::array<std::array<FewTileFn, VT::kWV>, sizeof...(K)> few_table(
+constexpr std::array<std::array<FewTileFn, T::kWV>, sizeof...(K)> few_table(
     std::integer_sequence<int, K...>) {
-  return {few_row<K + 1>(std::make_integer_sequence<int, VT::kWV>{})...};
+  return {few_row<K + 1>(std::make_integer_sequence<int, T::kWV>{})...};
 }
 
 FewTileFn few_fn(int ki, int wv) {
-  static constexpr auto t = few_table(std::make_integer_sequence<int, VT::kKI>{});
+  static constexpr auto t = few_table(std::make_integer_sequence<int, T::kKI>{});
   return t[ki - 1][wv - 1];
 }
 
@@ -835,8 +871,8 @@ void few_forward_form(const Desc& d, const float* x, const float* w, const float
                       float* xp_buf, bool relu = false, float slope = 0.f) {
   const FewDesc f = few_desc(d);
   const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
-  const int64_t KS = ceil_div(d.Co, VT::kKI);
-  const int64_t tile_px = VT::kWV * L;
+  const int64_t KS = ceil_div(d.Co, T::kKI);
+  const int64_t tile_px = T::kWV * L;
   for (int64_t n0 = 0; n0 < d.N; n0 += f.nb) {
     const int64_t nb = std::min(f.nb, d.N - n0);
     pad_copy(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G * d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw,
@@ -849,8 +885,8 @@ void few_forward_form(const Desc& d, const float* x, const float* w, const float
       const int64_t ks = rest % KS;
       rest /= KS;
       const int64_t g = rest % d.G, nl = rest / d.G;
-      const int64_t k0 = ks * VT::kKI;
-      const int ki = static_cast<int>(std::min<int64_t>(VT::kKI, d.Co - k0));
+      const int64_t k0 = ks * T::kKI;
+      const int ki = static_cast<int>(std::min<int64_t>(T::kKI, d.Co - k0));
       const int64_t kglob = g * d.Co + k0;
       FewTile a;
       a.xcs = Hp * Wp;
@@ -908,7 +944,7 @@ void few_bww_tile(const FewBwwTile& a) {
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i)
 #pragma GCC unroll 16
-    for (int t = 0; t < TT; ++t) acc[i][t] = VT::load(a.acc + i * a.accks + t * L);
+    for (int t = 0; t < TT; ++t) acc[i][t] = V::load(a.acc + i * a.accks + t * L);
   for (int64_t oh = 0; oh < a.rows; ++oh) {
     const float* xr = a.x + oh * a.xrow;
     const float* dr = a.dy + oh * a.Q;
@@ -917,34 +953,34 @@ void few_bww_tile(const FewBwwTile& a) {
       reg d[KI];
 #pragma GCC unroll 8
       for (int i = 0; i < KI; ++i) {
-        d[i] = VT::loadu(dr + i * a.dyks + ow);
-        VT::keep(d[i]);
+        d[i] = V::loadu(dr + i * a.dyks + ow);
+        V::keep(d[i]);
       }
 #pragma GCC unroll 16
       for (int t = 0; t < TT; ++t) {
-        reg xv = VT::loadu(xr + off[t] + ow);
-        VT::keep(xv);
+        reg xv = V::loadu(xr + off[t] + ow);
+        V::keep(xv);
 #pragma GCC unroll 8
-        for (int i = 0; i < KI; ++i) acc[i][t] = VT::fmadd(d[i], xv, acc[i][t]);
+        for (int i = 0; i < KI; ++i) acc[i][t] = V::fmadd(d[i], xv, acc[i][t]);
       }
     }
     if (ow < a.Q) {
       const int m = static_cast<int>(a.Q - ow);
       reg d[KI];
 #pragma GCC unroll 8
-      for (int i = 0; i < KI; ++i) d[i] = VT::maskz_loadu(dr + i * a.dyks + ow, m);
+      for (int i = 0; i < KI; ++i) d[i] = V::maskz_loadu(dr + i * a.dyks + ow, m);
 #pragma GCC unroll 16
       for (int t = 0; t < TT; ++t) {
-        const reg xv = VT::maskz_loadu(xr + off[t] + ow, m);
+        const reg xv = V::maskz_loadu(xr + off[t] + ow, m);
 #pragma GCC unroll 8
-        for (int i = 0; i < KI; ++i) acc[i][t] = VT::fmadd(d[i], xv, acc[i][t]);
+        for (int i = 0; i < KI; ++i) acc[i][t] = V::fmadd(d[i], xv, acc[i][t]);
       }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < KI; ++i)
 #pragma GCC unroll 16
-    for (int t = 0; t < TT; ++t) VT::store(a.acc + i * a.accks + t * L, acc[i][t]);
+    for (int t = 0; t < TT; ++t) V::store(a.acc + i * a.accks + t * L, acc[i][t]);
 }
 
 using FewBwwTileFn = void (*)(const FewBwwTile&);
@@ -955,13 +991,13 @@ constexpr std::array<FewBwwTileFn, sizeof...(I)> few_bww_row(std::integer_sequen
 }
 
 template <int... K>
-constexpr std::array<std::array<FewBwwTileFn, VT::kTT>, sizeof...(K)> few_bww_table(
+constexpr std::array<std::array<FewBwwTileFn, T::kTT>, sizeof...(K)> few_bww_table(
     std::integer_sequence<int, K...>) {
-  return {few_bww_row<K + 1>(std::make_integer_sequence<int, VT::kTT>{})...};
+  return {few_bww_row<K + 1>(std::make_integer_sequence<int, T::kTT>{})...};
 }
 
 FewBwwTileFn few_bww_fn(int ki, int tt) {
-  static constexpr auto t = few_bww_table(std::make_integer_sequence<int, VT::kTKI>{});
+  static constexpr auto t = few_bww_table(std::make_integer_sequence<int, T::kTKI>{});
   return t[ki - 1][tt - 1];
 }
 
@@ -995,7 +1031,7 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
         for (int64_t s = 0; s < d.S; ++s, ++t) offs[t] = c * Hp * Wp + r * d.dh * Wp + s * d.dw;
     std::memset(accv, 0, sizeof(float) * z.accv);
   });
-  const int64_t KS = ceil_div(d.Co, VT::kTKI);
+  const int64_t KS = ceil_div(d.Co, T::kTKI);
   const int64_t rows_per = std::max<int64_t>(1, 1024 / Q);
   for (int64_t n0 = 0; n0 < d.N; n0 += z.f.nb) {
     const int64_t nb = std::min(z.f.nb, d.N - n0);
@@ -1003,8 +1039,8 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
     once([&] { std::memset(xp + nb * z.f.img(), 0, sizeof(float) * L); });
     loop(d.G * KS, [&](int64_t item) {
       const int64_t ks = item % KS, g_ = item / KS;
-      const int64_t k0 = ks * VT::kTKI;
-      const int ki = static_cast<int>(std::min<int64_t>(VT::kTKI, d.Co - k0));
+      const int64_t k0 = ks * T::kTKI;
+      const int ki = static_cast<int>(std::min<int64_t>(T::kTKI, d.Co - k0));
       const int64_t kglob = g_ * d.Co + k0;
       FewBwwTile a;
       a.xrow = d.sh * Wp;
@@ -1018,8 +1054,8 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
           a.rows = std::min(rows_per, P - oh0);
           a.x = xg + oh0 * d.sh * Wp;
           a.dy = dyg + oh0 * Q;
-          for (int64_t t0 = 0; t0 < T; t0 += VT::kTT) {
-            const int tt = static_cast<int>(std::min<int64_t>(VT::kTT, T - t0));
+          for (int64_t t0 = 0; t0 < T; t0 += T::kTT) {
+            const int tt = static_cast<int>(std::min<int64_t>(T::kTT, T - t0));
             a.off = offs + t0;
             a.acc = accv + (kglob * T + t0) * L;
             few_bww_fn(ki, tt)(a);
@@ -1029,7 +1065,7 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
     });
   }
   loop(g.K, [&](int64_t k) {
-    for (int64_t t = 0; t < T; ++t) dw[k * T + t] += VT::hsum(VT::load(accv + (k * T + t) * L));
+    for (int64_t t = 0; t < T; ++t) dw[k * T + t] += V::hsum(V::load(accv + (k * T + t) * L));
   });
   if (db) bias_grad(dy, g.N, g.K, P * Q, db);
 }
@@ -1151,3 +1187,6 @@ void conv_bwd_weights_fewc(const float* x, const float* dy, float* dw, float* db
 }
 
 int64_t ws_bwd_weights_fewc(const ConvGeom& g) { return ws_few_bww(g); }
+
+}  // namespace CREMA_ISA_NS
+}  // namespace crema
