@@ -440,8 +440,8 @@ class InfogainLossLayer(_LossLayer):
     """Caffe 1.0's InfogainLoss: a softmax over infogain_loss_param.axis turns the scores x into
     probabilities p, and each non-ignored position pays the infogain-weighted log loss
     loss = -sum_{valid} sum_k H[label, k] * log(max(p_k, 1e-20)) / normalizer.
-    With H the identity this is SoftmaxWithLoss (up to the clamp, which here is Caffe's
-    kLOG_THRESHOLD, as in Caffe's layer).
+    With H the identity this is SoftmaxWithLoss, except for the clamp: Caffe's InfogainLoss
+    clamps at kLOG_THRESHOLD (1e-20), its SoftmaxWithLoss at FLT_MIN.
 
     Params: infogain_loss_param { source: a binary BlobProto file holding H, read at setup and
     used when there is no third bottom; axis (1; negative counts from the end) };
