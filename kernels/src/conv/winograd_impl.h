@@ -1,11 +1,13 @@
 // Private to the Winograd kernels: the ISA-independent body of F(m x m, 3 x 3), written against a
-// vector type of 16 floats. Each ISA's file (winograd_common.cpp for the scalar build,
-// winograd_avx2.cpp, winograd_avx512.cpp) includes <cstring>, <algorithm> and crema/winograd.h,
-// defines CREMA_WINOGRAD_NS (its namespace) and, inside crema::CREMA_WINOGRAD_NS, a struct Ops:
+// vector type of 16 floats. Its two includers (winograd_common.cpp for the scalar build, and
+// winograd_vec.isa.cpp, compiled once per vector ISA) include <cstring>, <algorithm> and
+// crema/winograd.h, define CREMA_WINOGRAD_NS (their namespace) and, inside
+// crema::CREMA_WINOGRAD_NS, a struct Ops:
 //
 //   using V = ...;                              16 floats (one channel block)
 //   static V load(const float*), zero();  static void store(float*, V);
 //   static V add(V, V), sub(V, V), neg(V), mul(V, float), fmadd(V x, float c, V acc) (acc + c x)
+//   static V relu(V, float slope)               max(v, 0) + slope * min(v, 0)
 //   static constexpr int panel;                 GEMM panel width (16 or 32)
 //   static void gemm(a, lda, u, cpad, kpad, c, ldc, rows)
 //        c[rows x kpad] = a[rows x cpad] . U, U packed in panels (see winograd.h)
