@@ -572,7 +572,8 @@ def layer_flops(net, i):
     layer = net.layers[i]
     if layer.type not in ("Convolution", "Deconvolution", "InnerProduct") or not layer.blobs:
         return 0.0, 0.0
-    bottom, top = net._bottom_blobs[i][0], net._top_blobs[i][0]
+    name = net.layer_params[i].name
+    bottom, top = net.blobs[net.bottom_names[name][0]], net.blobs[net.top_names[name][0]]
     weight = layer.blobs[0]
     if layer.type == "Convolution":
         # each top value: (input channels per group) x kernel multiply-adds
@@ -584,7 +585,7 @@ def layer_flops(net, i):
         num_output = layer.param.inner_product_param.num_output or 1
         macs = (top.count // num_output) * weight.count
     fwd = 2.0 * macs
-    need_bottom = bool(net._bottom_need_backward[i] and net._bottom_need_backward[i][0])
+    need_bottom = bool(net.bottom_need_backward[i][:1] == [True])
     learns = bool(getattr(layer, "param_propagate_down", [False])[:1] == [True])
     return fwd, fwd * (int(need_bottom) + int(learns))
 
@@ -623,10 +624,7 @@ def _precision(flags):
 
 def cmd_time(flags):
     import engine
-    precision = _precision(flags) if flags.precision else None
     net = _build_net(flags, engine.TRAIN)
-    if precision:
-        net.set_precision(precision)
     log.info("Use CPU.")
     n = flags.iterations
     log.info("Performing Forward")
@@ -638,31 +636,21 @@ def cmd_time(flags):
     layers = net.layers
     names = list(net.layer_dict.keys()) if len(net.layer_dict) == len(layers) else \
         [lp.name for lp in net.layer_params]
-    fwd_us, bwd_us = [0.0] * len(layers), [0.0] * len(layers)
-    forward_total = backward_total = 0.0
+    # the passes a solver iteration runs (net.forward_backward: fused layers included, layers
+    # that need no backward skipped), timed per layer by the net itself
+    fwd_s, bwd_s = [0.0] * len(layers), [0.0] * len(layers)
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", n)
-    total_start = time.perf_counter()
     clock = time.perf_counter
+    total_start = clock()
     for j in range(n):
         iter_start = clock()
-        for i in range(len(layers)):
-            t = clock()
-            net._call(layers[i], "forward", net._bottom_blobs[i], net._top_blobs[i])
-            fwd_us[i] += (clock() - t) * 1e6
-        forward_total += (clock() - iter_start) * 1e6
-        for blob, w in net._loss_tops:  # loss tops carry their weight as the top diff
-            blob.diff[...] = w
-        back_start = clock()
-        for i in range(len(layers) - 1, -1, -1):  # every layer, as Caffe's time does
-            t = clock()
-            net._call(layers[i], "backward", net._bottom_blobs[i], net._top_blobs[i],
-                      net._bottom_need_backward[i])
-            bwd_us[i] += (clock() - t) * 1e6
-        backward_total += (clock() - back_start) * 1e6
+        net.forward_backward(fwd_s, bwd_s)
         log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
                  _g((clock() - iter_start) * 1e3))
     total_ms = (clock() - total_start) * 1e3
+    forward_total, backward_total = sum(fwd_s) * 1e6, sum(bwd_s) * 1e6
+    fwd_us, bwd_us = [t * 1e6 for t in fwd_s], [t * 1e6 for t in bwd_s]
     single, threads = _peak_gflops()
     peak = single * threads if single else None  # the share is of all the threads' peak
     log.info("Average time per layer: ")

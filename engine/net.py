@@ -6,6 +6,7 @@ bottoms/tops (a top named like the bottom at the same index is in place) -> setu
 loss weights, parameter sharing, need-backward analysis.
 """
 import os
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -499,12 +500,14 @@ class Net:
         names = list(names) + [b for b in (blobs or []) if b not in names]
         return {name: self.blobs[name].data for name in names}
 
-    def _forward_range(self, lo, hi):
+    def _forward_range(self, lo, hi, seconds=None):
+        """Run layers lo..hi; with `seconds` (a list per layer), add each layer's wall time."""
         loss = 0.0
         skip = -1  # a ReLU whose convolution applied it (fused) in this range
         for i in range(lo, hi + 1):
             if i == skip:
                 continue
+            start = time.perf_counter() if seconds is not None else 0.0
             layer = self.layers[i]
             bottoms = self._bottom_blobs[i]
             if bottoms and tuple(b.shape for b in bottoms) != self._reshaped_for[i]:
@@ -522,6 +525,8 @@ class Net:
                     layer.relu_epilogue = None  # a direct layer.forward() never fuses
             if slope is not None and layer.relu_applied:
                 skip = i + 1
+            if seconds is not None:
+                seconds[i] += time.perf_counter() - start
         for blob, w in self._loss_tops:
             loss += w * float(np.sum(blob.data, dtype=np.float64))
         return loss
@@ -538,12 +543,15 @@ class Net:
         names = list(names) + [b for b in (diffs or []) if b not in names]
         return {name: self.blobs[name].diff for name in names}
 
-    def _backward_range(self, hi, lo):
+    def _backward_range(self, hi, lo, seconds=None):
         hooks = self.backward_hooks
         for i in range(hi, lo - 1, -1):
             if self._layer_need_backward[i]:
+                start = time.perf_counter() if seconds is not None else 0.0
                 self._call(self.layers[i], "backward", self._bottom_blobs[i], self._top_blobs[i],
                            self._bottom_need_backward[i])
+                if seconds is not None:
+                    seconds[i] += time.perf_counter() - start
             for hook in hooks:
                 hook(i)
 
@@ -553,13 +561,16 @@ class Net:
         using it (net.param_layers) has run."""
         self.backward_hooks.append(hook)
 
-    def forward_backward(self):
+    def forward_backward(self, forward_seconds=None, backward_seconds=None):
         """One forward and backward over the whole net (what a solver iteration runs); returns
-        the loss."""
-        loss = self._forward_range(0, len(self.layers) - 1)
+        the loss. Given lists of one float per layer, each layer's forward and backward wall
+        time is added to them (what `crema time` and the benchmarks report): the same passes,
+        fusion included, so a ReLU run in its convolution's epilogue adds nothing of its own and
+        a layer that needs no backward is not run."""
+        loss = self._forward_range(0, len(self.layers) - 1, forward_seconds)
         for blob, w in self._loss_tops:
             blob.diff[...] = w
-        self._backward_range(len(self.layers) - 1, 0)
+        self._backward_range(len(self.layers) - 1, 0, backward_seconds)
         self.loss = loss
         return loss
 

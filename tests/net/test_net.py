@@ -324,3 +324,28 @@ def test_blob_over_int_max_is_refused_at_build_time():
     with pytest.raises(CremaError, match="more than Caffe's limit"):
         engine.Net('name: "big" layer { name: "in" type: "Input" top: "x" '
                    'input_param { shape { dim: 1 dim: 1 dim: 46341 dim: 46341 } } }', engine.TEST)
+
+
+def test_forward_backward_times_the_training_passes_per_layer():
+    """net.forward_backward(fwd, bwd) adds each layer's wall time of the passes a solver
+    iteration runs: the forward of a ReLU fused into its convolution costs nothing of its own, and
+    the input layer, which needs no backward, gets no backward time."""
+    net = engine.Net("""name: "t"
+        layer { name: "in" type: "Input" top: "x" top: "t"
+          input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } shape { dim: 2 dim: 4 dim: 6 dim: 6 } } }
+        layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+          convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" } } }
+        layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "c" bottom: "t" top: "l" }
+        """, engine.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["x"].data[...] = rng.standard_normal(net.blobs["x"].shape)
+    untimed = net.forward_backward()
+    fwd, bwd = [0.0] * 4, [0.0] * 4
+    assert net.forward_backward(fwd, bwd) == untimed
+    assert fwd[1] > 0 and fwd[3] > 0 and bwd[1] > 0 and bwd[3] > 0
+    assert bwd[0] == 0.0  # the input layer is not run backward
+    if net.fused_layers():  # native float32 kernels: the ReLU's forward ran in the convolution
+        assert fwd[2] == 0.0 and bwd[2] > 0
+    else:
+        assert fwd[2] > 0
