@@ -156,35 +156,23 @@ def conv_arrays(geo, seed=0):
 
 
 def crema_conv_ms(geo, reps):
-    """(fwd ms, bwd ms, fwd kernel, bwd kernels) as the Convolution layer runs them."""
+    """(fwd ms, bwd ms, kernels) as the Convolution layer runs them: one call per pass on the
+    geometry with conv_algorithm's choices, a workspace and a weight cache per pass."""
     x, w, b, dy = conv_arrays(geo)
     y, dx = np.empty_like(dy), np.empty_like(x)
     dw, db = np.zeros_like(w), np.zeros_like(b)
-    ws = np.empty(max(1, kernels.conv_workspace_size(geo)), np.float32)
-    wc = np.zeros(max(1, kernels.conv_weight_cache_size(geo)), np.float32)
-    algo = {op: kernels.conv_algorithm(geo, op) for op in ("fwd", "bwd_data")}
-    names = {op: (kernels.winograd_kernel_name(geo, backward=op == "bwd_data")
-                  if algo.get(op) == "winograd" else kernels.conv_kernel_name(op, geo, x))
-             for op in kernels.CONV_OPS}
-    wino = {}
-    if "winograd" in algo.values():
-        wino = {bw: (np.empty(max(1, kernels.winograd_workspace_size(geo, backward=bw)),
-                              np.float32),
-                     np.zeros(max(1, kernels.winograd_filter_cache_size(geo, backward=bw)),
-                              np.float32)) for bw in (False, True)}
+    g = kernels.conv_geometry(geo)
+    ws = np.empty(max(1, kernels.conv_workspace_size(g)), np.float32)
+    wc = {op: np.zeros(max(1, kernels.conv_weight_cache_size(g, op)), np.float32)
+          for op in ("fwd", "bwd_data")}
+    names = {op: kernels.conv_kernel_name(op, g, x) for op in kernels.CONV_OPS}
 
     def fwd():
-        if algo["fwd"] == "winograd":
-            kernels.winograd_conv2d_forward(x, w, b, y, geo, *wino[False])
-        else:
-            kernels.conv_forward(x, w, b, y, geo, ws, weight_cache=wc)
+        kernels.conv_forward(x, w, b, y, g, ws, weight_cache=wc["fwd"])
 
     def bwd():
-        kernels.conv_backward_weights(x, dy, dw, db, geo, ws)
-        if algo["bwd_data"] == "winograd":
-            kernels.winograd_conv2d_backward_data(dy, w, dx, geo, *wino[True])
-        else:
-            kernels.conv_backward_data(dy, w, dx, geo, ws)
+        kernels.conv_backward_weights(x, dy, dw, db, g, ws)
+        kernels.conv_backward_data(dy, w, dx, g, ws, weight_cache=wc["bwd_data"])
 
     return median_ms(fwd, reps), median_ms(bwd, reps), names
 
@@ -235,8 +223,9 @@ def bench_wcache(reps, batch=8):
           f"median of {reps})")
     print(f"{'input':>16} {'no cache':>9} {'cached':>9} {'saved':>8} {'gain':>6}")
     for c, hw in ((3, 224), (128, 112), (128, 56), (128, 28), (128, 14)):
-        geo = (batch, c, hw, hw, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
-        x, w, b, _ = conv_arrays(geo)
+        t = (batch, c, hw, hw, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+        geo = kernels.conv_geometry(t, algo_fwd="direct", algo_bwd_data="direct")
+        x, w, b, _ = conv_arrays(t)
         y = np.empty((batch, 128, hw, hw), np.float32)
         ws = np.empty(max(1, kernels.conv_workspace_size(geo)), np.float32)
         wc = np.zeros(max(1, kernels.conv_weight_cache_size(geo)), np.float32)
