@@ -552,9 +552,11 @@ def adopt_conv_algorithm_choices(choices):
         _conv_algo_pinned[(tuple(int(v) for v in geometry), op)] = algo
 
 
-# -- Winograd convolution: the public entry points ------------------------------------------------
-# geometry = the direct convolution's (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w,
-# dilation_h, dilation_w, group). Float32 C-contiguous arrays run the native kernels
+# -- Winograd convolution with an explicit tile ---------------------------------------------------
+# Layers run Winograd through conv_forward / conv_backward_data (its table rows, the tile chosen
+# there); these run it directly with a given tile, for tests, bench/winograd.py and the numpy
+# form of the algorithm. geometry = the convolution's (a ConvGeometry or the 14-tuple). Float32
+# C-contiguous arrays run the native kernels
 # (kernels/include/crema/winograd.h: F(4x4,3x3) / F(2x2,3x3), AVX-512, AVX2 or scalar); anything
 # else runs engine/reference/winograd.py, the same algorithm in numpy in the arrays' dtype (exact
 # to rounding in float64). Errors against the float64 direct convolution: see winograd.h.
