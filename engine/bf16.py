@@ -7,8 +7,9 @@ its weights and the output gradient -- are rounded to bf16 (nearest even) and mu
 float32 accumulation (VDPBF16PS on AVX512-BF16 CPUs; elsewhere the same exact products widened
 to float32 and FMA'd). Blobs, biases, results, the master weights and their gradients in the
 parameter arena, and every other layer (pooling, ReLU, losses, the solver's update) stay float32.
-The bf16 copy of the weights is made on each call (the weights change every iteration; a copy is
-a fraction of a percent of the layer's work).
+The convolution passes take the float32 weights; the direct rows keep their packed bf16 copy in
+the layer's ConvScratch and repack it only when the weights changed (a bitwise compare), the
+im2col row rounds them on each call.
 
 The precision is chosen per solver (SolverParameter.precision, crema's extension), by the CLI
 flag `-precision` of `crema train` / `crema time`, or with Net.set_precision. Float64 arrays
@@ -73,42 +74,70 @@ def gemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, row=None):
     return c
 
 
-# -- convolution: geometry as engine.kernels' (a ConvGeometry or the 14-tuple) --------------------
+# -- convolution: geometry as engine.kernels' ConvGeometry (a legacy 14-tuple is converted by
+# engine.kernels.conv_geometry, the one place that does) ------------------------------------------
+
+CONV_OPS = ("fwd", "bwd_data", "bwd_weights")
+
+
+def conv_rows(op):
+    """[(name, isa, runnable here)] of the bf16 convolution table of pass `op`, best first."""
+    return [tuple(r) for r in _native.bf16_conv_rows(op)] if _native is not None else []
+
+
+def conv_kernel_name(op, geometry):
+    """The row pass `op` runs now for this geometry (after the ISA cap)."""
+    return _native.bf16_conv_kernel_name(op, kernels.conv_geometry(geometry))
+
 
 def conv_workspace_size(geometry):
-    """Floats of scratch the bf16 convolution passes need for this geometry."""
-    return int(_native.bf16_conv_workspace_size(kernels.conv_tuple(geometry)))
+    """Floats of scratch the bf16 convolution passes need for this geometry (any ISA cap)."""
+    return int(_native.bf16_conv_workspace_size(kernels.conv_geometry(geometry)))
 
 
 class ConvScratch:
-    """A layer's bf16 convolution scratch, grown to the geometry's need on first use."""
+    """A layer's bf16 convolution scratch: the workspace and the forward and data-gradient
+    passes' packed-weight caches (zeroed when made), grown to the geometry's need on first use."""
 
     def __init__(self):
-        self.buffer = np.empty(0, dtype=np.float32)
+        self.workspace = np.empty(0, dtype=np.float32)
+        self.caches = {op: np.zeros(0, dtype=np.float32) for op in ("fwd", "bwd_data")}
 
-    def get(self, geometry):
-        size = conv_workspace_size(geometry)
-        if self.buffer.size < size:
-            self.buffer = np.empty(size, dtype=np.float32)
-        return self.buffer
+    def get(self, geometry, op):
+        """(workspace, cache or None) for pass `op` of the ConvGeometry `geometry`."""
+        size = int(_native.bf16_conv_workspace_size(geometry))
+        if self.workspace.size < size:
+            self.workspace = np.empty(size, dtype=np.float32)
+        if op not in self.caches:
+            return self.workspace, None
+        size = int(_native.bf16_conv_cache_size(geometry, op))
+        if self.caches[op].size < size:
+            self.caches[op] = np.zeros(size, dtype=np.float32)
+        return self.workspace, self.caches[op]
 
 
-def conv_forward(x, w, bias, y, geometry, scratch):
-    """y = conv(x, w) + bias (bias may be None) in bf16 with float32 accumulation; w float32."""
-    _native.bf16_conv_forward(x, to_bf16(w), bias, y, kernels.conv_tuple(geometry),
-                              scratch.get(geometry))
+def conv_forward(x, w, bias, y, geometry, scratch, relu_slope=None, row=None):
+    """y = conv(x, w) + bias (bias may be None) in bf16 with float32 accumulation, w the float32
+    weights; relu_slope (not None) applies a ReLU with that negative slope in the kernel's
+    epilogue. `row` forces a table row (tests)."""
+    geometry = kernels.conv_geometry(geometry)
+    ws, cache = scratch.get(geometry, "fwd")
+    _native.bf16_conv_forward(x, w, bias, y, geometry, ws, cache, relu_slope is not None,
+                              float(relu_slope or 0.0), row)
     return y
 
 
-def conv_backward_data(dy, w, dx, geometry, scratch):
+def conv_backward_data(dy, w, dx, geometry, scratch, row=None):
     """dx = the data gradient of conv_forward for dy (overwrites dx)."""
-    _native.bf16_conv_backward_data(dy, to_bf16(w), dx, kernels.conv_tuple(geometry),
-                                    scratch.get(geometry))
+    geometry = kernels.conv_geometry(geometry)
+    ws, cache = scratch.get(geometry, "bwd_data")
+    _native.bf16_conv_backward_data(dy, w, dx, geometry, ws, cache, row)
     return dx
 
 
-def conv_backward_weights(x, dy, dw, db, geometry, scratch):
+def conv_backward_weights(x, dy, dw, db, geometry, scratch, row=None):
     """dw += the weight gradient (float32 accumulation); db += sum of dy unless None."""
-    _native.bf16_conv_backward_weights(x, dy, dw, db, kernels.conv_tuple(geometry),
-                                       scratch.get(geometry))
+    geometry = kernels.conv_geometry(geometry)
+    ws, _ = scratch.get(geometry, "bwd_weights")
+    _native.bf16_conv_backward_weights(x, dy, dw, db, geometry, ws, row)
     return dw

@@ -6,11 +6,14 @@
 //   bf16_gemm(a u16, b u16, c f32, alpha, beta, trans_a, trans_b, row=None)
 //   bf16_rows(op)                                   [(name, isa, runnable)] of "gemm"/"convert"
 //   bf16_kernel_name(op)                            the row the table chooses now (ISA cap)
-//   bf16_conv_workspace_size(geometry)              floats
-//   bf16_conv_forward / _backward_data / _backward_weights: crema/conv.h layouts, bf16 weights
+//   bf16_conv_rows(op) / bf16_conv_kernel_name(op, geometry)   op "fwd", "bwd_data", "bwd_weights"
+//   bf16_conv_workspace_size(geometry)              floats, every pass (any ISA cap)
+//   bf16_conv_cache_size(geometry, op)              floats of the pass's weight cache
+//   bf16_conv_forward / _backward_data / _backward_weights: crema/conv.h layouts, the float32
+//     master weights, a ConvGeometry (engine._kernels', as engine.kernels.conv_geometry makes
+//     it), the workspace and (forward, data gradient) the pass's cache, zeroed before first use
+//     (None: a fresh one for the call).
 // `row` runs that table row by name (it must be runnable here): tests check every row.
-// Convolution geometry: (N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w,
-// group), as engine.kernels.conv_tuple gives it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -70,18 +73,6 @@ Mat as_mat(const py::array& a, const char* name) {
   return {a.shape(0), a.shape(1), std::max<int64_t>(1, a.shape(1))};
 }
 
-crema::ConvGeom conv_geom(const py::tuple& t) {
-  require(py::len(t) == 14, "bf16 convolution geometry must be (N, C, H, W, K, R, S, pad_h, "
-                            "pad_w, stride_h, stride_w, dil_h, dil_w, group)");
-  crema::ConvGeom g{};
-  int64_t* f[] = {&g.N, &g.C, &g.H, &g.W, &g.K, &g.R, &g.S,
-                  &g.ph, &g.pw, &g.sh, &g.sw, &g.dh, &g.dw, &g.G};
-  for (int i = 0; i < 14; ++i) *f[i] = t[i].cast<int64_t>();
-  const char* err = crema::conv_geom_error(g);
-  require(err == nullptr, std::string("bf16 convolution geometry: ") + (err ? err : ""));
-  return g;
-}
-
 void check_size(const char* op, const char* name, py::ssize_t have, int64_t want) {
   require(have == want, std::string(op) + ": " + name + " has " + std::to_string(have) +
                             " elements, the geometry needs " + std::to_string(want));
@@ -94,6 +85,50 @@ float* workspace(const char* op, const py::handle& ws, const crema::ConvGeom& g)
   require(arr.size() >= need, std::string(op) + ": workspace has " + std::to_string(arr.size()) +
                                   " floats, the geometry needs " + std::to_string(need));
   return arr.mutable_data();
+}
+
+// The pass's weight cache: the caller's (checked, not overlapping the workspace), or a zeroed
+// one owned by the call when None.
+struct Cache {
+  std::vector<float> own;
+  float* p = nullptr;
+};
+
+Cache cache_of(const char* op, const py::handle& obj, const crema::ConvGeom& g,
+               crema::ConvPass pass, const float* ws) {
+  Cache c;
+  const int64_t need = crema::bf16_conv_cache_floats(g, pass);
+  if (need == 0) return c;
+  if (obj.is_none()) {
+    c.own.assign(static_cast<size_t>(need), 0.f);
+    c.p = c.own.data();
+    return c;
+  }
+  F32 arr = exact<F32>(obj, op, "cache", "float32");
+  require(arr.writeable(), std::string(op) + ": cache must be writeable");
+  require(arr.size() >= need, std::string(op) + ": cache has " + std::to_string(arr.size()) +
+                                  " floats, the geometry needs " + std::to_string(need));
+  require(arr.data() != ws, std::string(op) + ": cache and workspace must be different arrays");
+  c.p = arr.mutable_data();
+  return c;
+}
+
+crema::ConvPass pass_of(const std::string& op, const char* fn) {
+  if (op == "fwd") return crema::ConvPass::fwd;
+  if (op == "bwd_data") return crema::ConvPass::bwd_data;
+  if (op == "bwd_weights") return crema::ConvPass::bwd_weights;
+  throw py::value_error(std::string(fn) + ": op must be 'fwd', 'bwd_data' or 'bwd_weights', got '" +
+                        op + "'");
+}
+
+template <class Table>
+const typename Table::Row& pick_conv(const Table& t, const py::object& row,
+                                     const crema::ConvGeom& g, const char* op) {
+  if (row.is_none()) return t.choose(g);
+  const auto& r = pick(t, row, op);
+  require(r.supports(g), std::string(op) + ": row '" + r.name +
+                             "' does not support this geometry");
+  return r;
 }
 
 float* out(const py::handle& obj, const char* op, const char* name, int64_t want) {
@@ -173,51 +208,75 @@ void bind_bf16(py::module_& m) {
      py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("row") = py::none(),
      "c = alpha * op(a) @ op(b) + beta * c: a, b bf16 (uint16, C-contiguous), c float32.");
 
-  m.def("bf16_conv_workspace_size", [](py::tuple g_) {
-    return crema::bf16_conv_workspace_floats(conv_geom(g_));
+  m.def("bf16_conv_rows", [](const std::string& op) {
+    switch (pass_of(op, "bf16_conv_rows")) {
+      case crema::ConvPass::fwd: return rows_of(crema::bf16_conv_fwd_table());
+      case crema::ConvPass::bwd_data: return rows_of(crema::bf16_conv_bwd_data_table());
+      default: return rows_of(crema::bf16_conv_bwd_weights_table());
+    }
+  }, py::arg("op"));
+  m.def("bf16_conv_kernel_name", [](const std::string& op, const crema::ConvGeom& g) {
+    switch (pass_of(op, "bf16_conv_kernel_name")) {
+      case crema::ConvPass::fwd: return std::string(crema::bf16_conv_fwd_table().choose(g).name);
+      case crema::ConvPass::bwd_data:
+        return std::string(crema::bf16_conv_bwd_data_table().choose(g).name);
+      default: return std::string(crema::bf16_conv_bwd_weights_table().choose(g).name);
+    }
+  }, py::arg("op"), py::arg("geometry"));
+  m.def("bf16_conv_workspace_size", [](const crema::ConvGeom& g) {
+    return crema::bf16_conv_workspace_floats(g);
   }, py::arg("geometry"));
+  m.def("bf16_conv_cache_size", [](const crema::ConvGeom& g, const std::string& op) {
+    return crema::bf16_conv_cache_floats(g, pass_of(op, "bf16_conv_cache_size"));
+  }, py::arg("geometry"), py::arg("op"));
 
   m.def("bf16_conv_forward", [](py::object x_, py::object w_, py::object bias_, py::object y_,
-                                py::tuple g_, py::object ws_) {
-    const auto g = conv_geom(g_);
+                                const crema::ConvGeom& g, py::object ws_, py::object cache_,
+                                bool relu, float slope, py::object row) {
     const char* op = "bf16_conv_forward";
     const float* x = in(x_, op, "x", g.N * g.C * g.H * g.W);
-    U16 w = exact<U16>(w_, op, "w", "uint16");
-    check_size(op, "w", w.size(), g.K * g.Cg() * g.R * g.S);
+    const float* w = in(w_, op, "w", g.K * g.Cg() * g.R * g.S);
     const float* bias = bias_.is_none() ? nullptr : in(bias_, op, "bias", g.K);
     float* y = out(y_, op, "y", g.N * g.K * g.P() * g.Q());
     float* ws = workspace(op, ws_, g);
-    const uint16_t* wp = w.data();
+    Cache cache = cache_of(op, cache_, g, crema::ConvPass::fwd, ws);
+    const auto fn = pick_conv(crema::bf16_conv_fwd_table(), row, g, op).fn;
+    const crema::ConvScratch s{ws, crema::bf16_conv_workspace_floats(g), cache.p};
     py::gil_scoped_release nogil;
-    crema::bf16_conv_forward(x, wp, bias, y, g, ws);
+    fn(x, w, bias, y, g, s, relu, slope);
   }, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("geometry"),
-     py::arg("workspace"));
+     py::arg("workspace"), py::arg("cache") = py::none(), py::arg("relu") = false,
+     py::arg("negative_slope") = 0.0f, py::arg("row") = py::none());
 
   m.def("bf16_conv_backward_data", [](py::object dy_, py::object w_, py::object dx_,
-                                      py::tuple g_, py::object ws_) {
-    const auto g = conv_geom(g_);
+                                      const crema::ConvGeom& g, py::object ws_,
+                                      py::object cache_, py::object row) {
     const char* op = "bf16_conv_backward_data";
     const float* dy = in(dy_, op, "dy", g.N * g.K * g.P() * g.Q());
-    U16 w = exact<U16>(w_, op, "w", "uint16");
-    check_size(op, "w", w.size(), g.K * g.Cg() * g.R * g.S);
+    const float* w = in(w_, op, "w", g.K * g.Cg() * g.R * g.S);
     float* dx = out(dx_, op, "dx", g.N * g.C * g.H * g.W);
     float* ws = workspace(op, ws_, g);
-    const uint16_t* wp = w.data();
+    Cache cache = cache_of(op, cache_, g, crema::ConvPass::bwd_data, ws);
+    const auto fn = pick_conv(crema::bf16_conv_bwd_data_table(), row, g, op).fn;
+    const crema::ConvScratch s{ws, crema::bf16_conv_workspace_floats(g), cache.p};
     py::gil_scoped_release nogil;
-    crema::bf16_conv_backward_data(dy, wp, dx, g, ws);
-  }, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("geometry"), py::arg("workspace"));
+    fn(dy, w, dx, g, s);
+  }, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("geometry"), py::arg("workspace"),
+     py::arg("cache") = py::none(), py::arg("row") = py::none());
 
   m.def("bf16_conv_backward_weights", [](py::object x_, py::object dy_, py::object dw_,
-                                         py::object db_, py::tuple g_, py::object ws_) {
-    const auto g = conv_geom(g_);
+                                         py::object db_, const crema::ConvGeom& g,
+                                         py::object ws_, py::object row) {
     const char* op = "bf16_conv_backward_weights";
     const float* x = in(x_, op, "x", g.N * g.C * g.H * g.W);
     const float* dy = in(dy_, op, "dy", g.N * g.K * g.P() * g.Q());
     float* dw = out(dw_, op, "dw", g.K * g.Cg() * g.R * g.S);
     float* db = db_.is_none() ? nullptr : out(db_, op, "db", g.K);
     float* ws = workspace(op, ws_, g);
+    const auto fn = pick_conv(crema::bf16_conv_bwd_weights_table(), row, g, op).fn;
+    const crema::ConvScratch s{ws, crema::bf16_conv_workspace_floats(g), nullptr};
     py::gil_scoped_release nogil;
-    crema::bf16_conv_backward_weights(x, dy, dw, db, g, ws);
+    fn(x, dy, dw, db, g, s);
   }, py::arg("x"), py::arg("dy"), py::arg("dw"), py::arg("db"), py::arg("geometry"),
-     py::arg("workspace"));
+     py::arg("workspace"), py::arg("row") = py::none());
 }

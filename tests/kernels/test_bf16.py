@@ -6,9 +6,11 @@ Tolerances (stated, and why they hold):
 - GEMM: the reference is float64 on the bf16-rounded operands, so the only error left is the
   float32 accumulation: |c - ref| <= 2 * k * 2^-24 * (|alpha| |op(A)| @ |op(B)| + |beta c|)
   elementwise (the standard gamma_k bound, with a factor 2 for the epilogue's roundings).
-- Convolution passes: the same bound with k the length of each output's sum (C/G*R*S forward,
-  K/G*R*S data gradient, N*P*Q weight gradient), the magnitudes from the float64 convolution of
-  the absolute values.
+- Convolution passes, every row of every pass's table (the direct VDPBF16PS row and the
+  im2col + bf16 GEMM row, the latter under every ISA cap): the same bound with k the length of
+  each output's sum (C/G*R*S + 1 forward, K/G*R*S data gradient, N*P*Q + 1 weight gradient), the
+  magnitudes from the float64 convolution of the absolute values; the fused ReLU is 1-Lipschitz,
+  so the forward bound holds after it too.
 """
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ EPS32 = 2.0 ** -24
 
 
 def _row_or_skip(op, name):
-    rows = {r[0]: r for r in bf16.rows(op)}
+    rows = {r[0]: r for r in (bf16.conv_rows(op) if op in bf16.CONV_OPS else bf16.rows(op))}
     if name not in rows:
         pytest.skip(f"this build of engine._kernels has no {name} (compiler or platform)")
     _, isa, runnable = rows[name]
@@ -144,12 +146,19 @@ def test_gemm_refuses_bad_arguments():
 
 # -- convolution ---------------------------------------------------------------------------------
 
+CONV_ROWS = ("bf16conv_direct_avx512_bf16", "bf16conv_im2col_gemm")
 CONV_CASES = [
     # N, C, H, W, K, R, S, ph, pw, sh, sw, dh, dw, G
     (2, 5, 9, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1),
     (1, 4, 11, 10, 6, 3, 2, 0, 1, 2, 3, 1, 2, 2),
     (3, 3, 7, 7, 4, 1, 1, 0, 0, 1, 1, 1, 1, 1),
     (1, 16, 12, 12, 8, 5, 5, 2, 2, 1, 1, 1, 1, 4),
+    # several 16-channel blocks with tails on both sides, odd output width, a 14-pixel tile
+    # plus a tail, a 2-block output tile plus a 1-block one
+    (2, 37, 6, 17, 41, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    (1, 3, 30, 31, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1),  # first layer: 3 channels (2 pairs)
+    (2, 34, 9, 11, 20, 3, 3, 0, 2, 2, 1, 2, 1, 2),  # row stride, dilation, groups, pad > crop
+    (1, 32, 5, 5, 48, 3, 3, 3, 3, 1, 1, 1, 1, 1),  # pad larger than the data gradient's border
 ]
 
 
@@ -159,8 +168,7 @@ def _f64(geometry, fn, *arrays):
               geometry)
 
 
-@pytest.mark.parametrize("geometry", CONV_CASES)
-def test_conv_passes_match_reference_on_bf16_operands(isa, geometry):
+def _conv_data(geometry):
     n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
     p, q = kernels.conv_output_hw(geometry)
     rng = np.random.default_rng(sum(geometry))
@@ -168,13 +176,40 @@ def test_conv_passes_match_reference_on_bf16_operands(isa, geometry):
     wt = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
     dy = rng.standard_normal((n, k, p, q)).astype(np.float32)
-    xr, wr, dyr = ref.round_bf16(x), ref.round_bf16(wt), ref.round_bf16(dy)
-    scratch = bf16.ConvScratch()
+    return x, wt, bias, dy
+
+
+def _ref_fwd(geometry, x, wt, bias):
+    n, k = geometry[0], geometry[4]
+    p, q = kernels.conv_output_hw(geometry)
 
     def fwd(xx, ww, bb, geo):
         y = np.zeros((n, k, p, q))
         kernels.conv_forward(xx, ww, bb, y, geo)
         return y
+    want = _f64(geometry, fwd, ref.round_bf16(x), ref.round_bf16(wt), bias)
+    size = _f64(geometry, fwd, np.abs(ref.round_bf16(x)), np.abs(ref.round_bf16(wt)),
+                np.abs(bias))
+    return want, 2 * (wt[0].size + 1) * EPS32 * size + 1e-30
+
+
+def _supported(op, row, geometry):
+    """Whether `row` supports the geometry (else forcing it is refused, checked here)."""
+    n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
+    if row != CONV_ROWS[0] or op == "fwd":
+        return True
+    return sw == 1 and (op == "bwd_weights" or sh == 1)
+
+
+@pytest.mark.parametrize("geometry", CONV_CASES)
+@pytest.mark.parametrize("row", CONV_ROWS)
+def test_conv_rows_match_reference_on_bf16_operands(isa, row, geometry):
+    _row_or_skip("fwd", row)
+    n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
+    p, q = kernels.conv_output_hw(geometry)
+    x, wt, bias, dy = _conv_data(geometry)
+    xr, wr, dyr = ref.round_bf16(x), ref.round_bf16(wt), ref.round_bf16(dy)
+    scratch = bf16.ConvScratch()
 
     def bwd_data(dd, ww, geo):
         dx = np.zeros((n, c, h, w))
@@ -187,29 +222,74 @@ def test_conv_passes_match_reference_on_bf16_operands(isa, geometry):
         return dwt
 
     y = np.full((n, k, p, q), np.nan, np.float32)
-    bf16.conv_forward(x, wt, bias, y, geometry, scratch)
-    want = _f64(geometry, fwd, xr, wr, bias)
-    bound = 2 * (c // g * r * s + 1) * EPS32 * (
-        _f64(geometry, fwd, np.abs(xr), np.abs(wr), np.abs(bias)))
-    assert np.all(np.abs(y - want) <= bound + 1e-30), "forward"
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch, row=row)
+    want, bound = _ref_fwd(geometry, x, wt, bias)
+    assert np.all(np.abs(y - want) <= bound), f"{row} forward"
 
     dx = np.full((n, c, h, w), np.nan, np.float32)
-    bf16.conv_backward_data(dy, wt, dx, geometry, scratch)
-    want = _f64(geometry, bwd_data, dyr, wr)
-    bound = 2 * (k // g * r * s) * EPS32 * _f64(geometry, bwd_data, np.abs(dyr), np.abs(wr))
-    assert np.all(np.abs(dx - want) <= bound + 1e-30), "backward data"
+    if _supported("bwd_data", row, geometry):
+        bf16.conv_backward_data(dy, wt, dx, geometry, scratch, row=row)
+        want = _f64(geometry, bwd_data, dyr, wr)
+        bound = 2 * (k // g * r * s) * EPS32 * _f64(geometry, bwd_data, np.abs(dyr), np.abs(wr))
+        assert np.all(np.abs(dx - want) <= bound + 1e-30), f"{row} backward data"
+    else:
+        with pytest.raises(ValueError, match="does not support this geometry"):
+            bf16.conv_backward_data(dy, wt, dx, geometry, scratch, row=row)
 
+    rng = np.random.default_rng(3)
     dw0 = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
     db0 = rng.standard_normal(k).astype(np.float32)
     dwt, db = dw0.copy(), db0.copy()
-    bf16.conv_backward_weights(x, dy, dwt, db, geometry, scratch)
-    want = dw0 + _f64(geometry, bwd_weights, xr, dyr)
-    bound = 2 * (n * p * q + 1) * EPS32 * (np.abs(dw0) + _f64(geometry, bwd_weights,
-                                                               np.abs(xr), np.abs(dyr)))
-    assert np.all(np.abs(dwt - want) <= bound + 1e-30), "backward weights"
-    # the bias gradient is float32 (dy itself, not its bf16 rounding)
-    np.testing.assert_allclose(db, db0 + dy.astype(np.float64).sum(axis=(0, 2, 3)),
-                               rtol=1e-5, atol=1e-5)
+    if _supported("bwd_weights", row, geometry):
+        bf16.conv_backward_weights(x, dy, dwt, db, geometry, scratch, row=row)
+        want = dw0 + _f64(geometry, bwd_weights, xr, dyr)
+        bound = 2 * (n * p * q + 1) * EPS32 * (np.abs(dw0) + _f64(geometry, bwd_weights,
+                                                                   np.abs(xr), np.abs(dyr)))
+        assert np.all(np.abs(dwt - want) <= bound + 1e-30), f"{row} backward weights"
+        # the bias gradient is float32 (dy itself, not its bf16 rounding)
+        np.testing.assert_allclose(db, db0 + dy.astype(np.float64).sum(axis=(0, 2, 3)),
+                                   rtol=1e-5, atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match="does not support this geometry"):
+            bf16.conv_backward_weights(x, dy, dwt, db, geometry, scratch, row=row)
+
+
+@pytest.mark.parametrize("row", CONV_ROWS)
+def test_conv_forward_fuses_relu_and_repacks_only_changed_weights(isa, row):
+    _row_or_skip("fwd", row)
+    geometry = CONV_CASES[4]
+    n, k = geometry[0], geometry[4]
+    p, q = kernels.conv_output_hw(geometry)
+    x, wt, bias, _ = _conv_data(geometry)
+    scratch = bf16.ConvScratch()
+    y = np.empty((n, k, p, q), np.float32)
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch, relu_slope=0.25, row=row)
+    want, bound = _ref_fwd(geometry, x, wt, bias)
+    want = np.maximum(want, 0) + 0.25 * np.minimum(want, 0)
+    assert np.all(np.abs(y - want) <= bound), f"{row} forward with ReLU"
+    # the same weights again give the same bits (from the cache where the row keeps one) ...
+    again = np.empty_like(y)
+    bf16.conv_forward(x, wt, bias, again, geometry, scratch, relu_slope=0.25, row=row)
+    np.testing.assert_array_equal(again, y)
+    # ... and a changed weight is seen (one element: the cache compares every bit)
+    wt[k - 1, 0, 1, 1] += 1.0
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch, relu_slope=0.25, row=row)
+    want, bound = _ref_fwd(geometry, x, wt, bias)
+    want = np.maximum(want, 0) + 0.25 * np.minimum(want, 0)
+    assert np.all(np.abs(y - want) <= bound), f"{row} forward after a weight change"
+
+
+def test_conv_rows_are_listed_and_chosen_by_rule(isa):
+    for op in bf16.CONV_OPS:
+        names = [r[0] for r in bf16.conv_rows(op)]
+        assert names[-1] == CONV_ROWS[1] and set(names) <= set(CONV_ROWS)
+    direct = (isa == "avx512" and kernels.cpu_info()["avx512_bf16"]
+              and CONV_ROWS[0] in [r[0] for r in bf16.conv_rows("fwd")])
+    unit, strided = CONV_CASES[0], CONV_CASES[1]
+    assert bf16.conv_kernel_name("fwd", strided) == CONV_ROWS[0 if direct else 1]
+    assert bf16.conv_kernel_name("bwd_data", unit) == CONV_ROWS[0 if direct else 1]
+    assert bf16.conv_kernel_name("bwd_data", strided) == CONV_ROWS[1]  # stride 2: im2col
+    assert bf16.conv_kernel_name("bwd_weights", strided) == CONV_ROWS[1]  # sw 3: im2col
 
 
 def test_conv_refuses_wrong_sizes():
@@ -219,5 +299,10 @@ def test_conv_refuses_wrong_sizes():
     with pytest.raises(ValueError, match="y has 3 elements, the geometry needs"):
         bf16.conv_forward(x, np.zeros((7, 5, 3, 3), np.float32), None, np.zeros(3, np.float32),
                           geometry, scratch)
+    with pytest.raises(ValueError, match="w has 3 elements, the geometry needs"):
+        bf16.conv_forward(x, np.zeros(3, np.float32), None, np.zeros((2, 7, 9, 8), np.float32),
+                          geometry, scratch)
     with pytest.raises(ValueError, match="group must be positive and divide"):
         bf16.conv_workspace_size((2, 5, 9, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1, 2))
+    with pytest.raises(ValueError, match="op must be 'fwd', 'bwd_data' or 'bwd_weights'"):
+        bf16.conv_rows("backward")

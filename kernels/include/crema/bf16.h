@@ -16,12 +16,24 @@
 // of k and per row (A) or column (B), one 32-bit word = bf16(k) | bf16(k+1) << 16 (zero past K).
 // Packed buffers are thread_local to the calling thread, grow-only.
 //
-// Convolution (crema/conv.h's ConvGeom and layouts; weights given as bf16): per image the input
-// is converted to bf16, unfolded (im2col) and multiplied with the bf16 GEMM above:
-//   fwd:          y = W * col(x) + bias
-//   bwd_data:     dx = col2im(W^T * dy)        (dy converted to bf16; col2im in float32)
-//   bwd_weights:  dw += dy * col(x)^T, db += sum of dy (float32)
-// `ws` is caller-owned scratch of bf16_conv_workspace_floats(g) floats.
+// Convolution (crema/conv.h's ConvGeom, layouts and ConvScratch; x, dy, the weights w -- the
+// float32 master weights -- and every result float32; the operands of each product rounded to
+// bf16). One table per pass, best first:
+//   bf16conv_direct_avx512_bf16  blocked direct convolution on VDPBF16PS (bf16_conv_avx512bf16.cpp):
+//     activations nChw16c in bf16 (a 32-bit word = two consecutive channels, the pair VDPBF16PS
+//     multiplies), weights [g][ob][ib][r][s][16 in as 8 pairs][16 out][2], a 2 x 14 tile of
+//     16-channel accumulators in registers over the C*R*S reduction with the bias and ReLU in its
+//     epilogue, stored straight into NCHW. The data gradient (stride 1) is the same kernel on dy
+//     with the weights transposed and flipped. The weight gradient (sw == 1) pairs consecutive
+//     output pixels instead: dy as [kb][p][q/2][16 k][2], x as zero-bordered bf16 planes whose
+//     consecutive columns make the broadcast word, a 4 k-blocks x 6 taps tile. The forward and
+//     data-gradient rows keep their packed bf16 weights in the per-layer cache (with a bitwise
+//     copy of the float32 weights: repacked only when they changed).
+//   bf16conv_im2col_gemm  every geometry, any CPU: per image bf16 input -> im2col over bands of
+//     output rows -> the bf16 GEMM above (whose own table follows the ISA cap); the data gradient
+//     through float32 col2im.
+// Passes: fwd y = conv(x, w) + bias (then the ReLU of crema/conv.h's epilogue when relu);
+// bwd_data dx = conv^T(dy, w) (overwritten); bwd_weights dw += dconv/dw, db += sum of dy (float32).
 #pragma once
 #include <cstdint>
 
@@ -61,13 +73,20 @@ const char* bf16_gemm_args_error(const Bf16GemmArgs& g);
 void bf16_gemm(const Bf16GemmArgs& g);  // the chosen row; args must be valid
 
 // -- convolution --------------------------------------------------------------------------------
+// Same function types as the float32 passes (crema/conv.h): w is the float32 master weights.
+const KernelTable<ConvGeom, ConvFwdFn>& bf16_conv_fwd_table();
+const KernelTable<ConvGeom, ConvBwdDataFn>& bf16_conv_bwd_data_table();
+const KernelTable<ConvGeom, ConvBwdWeightsFn>& bf16_conv_bwd_weights_table();
+// Floats of workspace for every pass's rows (any ISA cap) and of `pass`'s cache.
 int64_t bf16_conv_workspace_floats(const ConvGeom& g);
-void bf16_conv_forward(const float* x, const bf16_t* w, const float* bias, float* y,
-                       const ConvGeom& g, float* ws);
-void bf16_conv_backward_data(const float* dy, const bf16_t* w, float* dx, const ConvGeom& g,
-                             float* ws);
+int64_t bf16_conv_cache_floats(const ConvGeom& g, ConvPass pass);
+// The entry points: the chosen row with the caller's scratch (sizes checked by the caller).
+void bf16_conv_forward(const float* x, const float* w, const float* bias, float* y,
+                       const ConvGeom& g, const ConvScratch& s, bool relu, float slope);
+void bf16_conv_backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                             const ConvScratch& s);
 void bf16_conv_backward_weights(const float* x, const float* dy, float* dw, float* db,
-                                const ConvGeom& g, float* ws);
+                                const ConvGeom& g, const ConvScratch& s);
 
 // Per-ISA rows (defined only when built with that ISA).
 #define CREMA_BF16_DECLARE(ns)                              \
@@ -79,5 +98,19 @@ CREMA_BF16_DECLARE(avx512_bf16_impl)
 CREMA_BF16_DECLARE(avx512_impl)
 CREMA_BF16_DECLARE(avx2_impl)
 #undef CREMA_BF16_DECLARE
+
+namespace avx512_bf16_impl {
+void bf16_conv_fwd_direct(const float* x, const float* w, const float* bias, float* y,
+                          const ConvGeom& g, const ConvScratch& s, bool relu, float slope);
+void bf16_conv_bwd_data_direct(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                               const ConvScratch& s);
+void bf16_conv_bwd_weights_direct(const float* x, const float* dy, float* dw, float* db,
+                                  const ConvGeom& g, const ConvScratch& s);
+int64_t ws_fwd_direct(const ConvGeom& g);
+int64_t ws_bwd_data_direct(const ConvGeom& g);
+int64_t ws_bwd_weights_direct(const ConvGeom& g);
+int64_t cache_fwd_direct(const ConvGeom& g);
+int64_t cache_bwd_data_direct(const ConvGeom& g);
+}  // namespace avx512_bf16_impl
 
 }  // namespace crema

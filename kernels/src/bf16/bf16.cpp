@@ -1,5 +1,6 @@
-// bf16 tables (conversion, GEMM), the portable scalar rows, and the convolution drivers
-// (crema/bf16.h): per image, bf16 input -> im2col over bands of output rows -> bf16 GEMM.
+// bf16 tables (conversion, GEMM, the three convolution passes), the portable scalar rows, and
+// the portable convolution row (crema/bf16.h): per image, bf16 input -> im2col over bands of
+// output rows -> bf16 GEMM.
 #include "crema/bf16.h"
 
 #include <algorithm>
@@ -106,6 +107,7 @@ struct Scratch {
   bf16_t* col;    // one band: (C*R*S) x (rows*Q)
   float* dcol;    // the band's data gradient columns
   bf16_t* dy;     // one image's output gradient, K x P x Q
+  bf16_t* w;      // the weights in bf16
 };
 
 Scratch carve(const ConvGeom& g, float* ws) {
@@ -118,6 +120,8 @@ Scratch carve(const ConvGeom& g, float* ws) {
   s.dcol = ws;
   ws += aligned(band);
   s.dy = reinterpret_cast<bf16_t*>(ws);
+  ws += aligned((g.K * g.P() * g.Q() + 1) / 2);
+  s.w = reinterpret_cast<bf16_t*>(ws);
   return s;
 }
 
@@ -176,6 +180,118 @@ void col2im_band_add(const float* dcol, const ConvGeom& g, int64_t p0, int64_t r
   });
 }
 
+int64_t ws_im2col(const ConvGeom& g) {
+  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
+  return aligned((g.C * g.H * g.W + 1) / 2) + aligned((band + 1) / 2) + aligned(band) +
+         aligned((g.K * g.P() * g.Q() + 1) / 2) + aligned((g.K * g.Cg() * g.R * g.S + 1) / 2);
+}
+
+void conv_fwd_im2col(const float* x, const float* w, const float* bias, float* y,
+                     const ConvGeom& g, const ConvScratch& ws, bool relu, float slope) {
+  const Scratch s = carve(g, ws.ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  to_bf16(w, s.w, g.K * crs);
+  for (int64_t n = 0; n < g.N; ++n) {
+    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
+    float* yn = y + n * g.K * PQ;
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      im2col_band(s.x, g, p0, rows, s.col);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({false, false, g.Kg(), nb, crs, 1.0f, s.w + gi * g.Kg() * crs, crs,
+                   s.col + gi * crs * nb, nb, 0.0f, yn + gi * g.Kg() * PQ + p0 * Q, PQ});
+    }
+    if (bias || relu)
+      parallel_for(g.K, PQ, [&](int64_t k) {
+        float* row = yn + k * PQ;
+        const float b = bias ? bias[k] : 0.0f;
+        for (int64_t i = 0; i < PQ; ++i) {
+          const float v = row[i] + b;  // crema/conv.h's epilogue
+          row[i] = relu ? std::max(v, 0.0f) + slope * std::min(v, 0.0f) : v;
+        }
+      });
+  }
+}
+
+void conv_bwd_data_im2col(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                          const ConvScratch& ws) {
+  const Scratch s = carve(g, ws.ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  to_bf16(w, s.w, g.K * crs);
+  for (int64_t n = 0; n < g.N; ++n) {
+    to_bf16(dy + n * g.K * PQ, s.dy, g.K * PQ);
+    float* dxn = dx + n * g.C * g.H * g.W;
+    std::memset(dxn, 0, g.C * g.H * g.W * sizeof(float));
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({true, false, crs, nb, g.Kg(), 1.0f, s.w + gi * g.Kg() * crs, crs,
+                   s.dy + gi * g.Kg() * PQ + p0 * Q, PQ, 0.0f, s.dcol + gi * crs * nb, nb});
+      col2im_band_add(s.dcol, g, p0, rows, dxn);
+    }
+  }
+}
+
+void conv_bwd_weights_im2col(const float* x, const float* dy, float* dw, float* db,
+                             const ConvGeom& g, const ConvScratch& ws) {
+  const Scratch s = carve(g, ws.ws);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
+  for (int64_t n = 0; n < g.N; ++n) {
+    const float* dyn = dy + n * g.K * PQ;
+    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
+    to_bf16(dyn, s.dy, g.K * PQ);
+    for (int64_t p0 = 0; p0 < P; p0 += band) {
+      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
+      im2col_band(s.x, g, p0, rows, s.col);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        bf16_gemm({false, true, g.Kg(), crs, nb, 1.0f, s.dy + gi * g.Kg() * PQ + p0 * Q, PQ,
+                   s.col + gi * crs * nb, nb, 1.0f, dw + gi * g.Kg() * crs, crs});
+    }
+    if (db)
+      parallel_for(g.K, PQ, [&](int64_t k) {
+        const float* row = dyn + k * PQ;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < PQ; ++i) sum += row[i];
+        db[k] += sum;
+      });
+  }
+}
+
+// The direct rows' rules: the data gradient as a forward convolution needs stride 1, the
+// weight gradient's pixel pairs need consecutive input columns (sw == 1).
+bool direct_bwd_data_supports(const ConvGeom& g) { return g.sh == 1 && g.sw == 1; }
+bool direct_bwd_weights_supports(const ConvGeom& g) { return g.sw == 1; }
+
+constexpr auto any_conv = any_geometry<ConvGeom>;
+const ConvKernel<ConvFwdFn> kConvFwdRows[] = {
+#if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, any_conv,
+     avx512_bf16_impl::bf16_conv_fwd_direct, avx512_bf16_impl::ws_fwd_direct,
+     avx512_bf16_impl::cache_fwd_direct},
+#endif
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_fwd_im2col, ws_im2col},
+};
+constexpr KernelTable<ConvGeom, ConvFwdFn> kConvFwdTable(kConvFwdRows);
+
+const ConvKernel<ConvBwdDataFn> kConvBwdDataRows[] = {
+#if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_data_supports,
+     avx512_bf16_impl::bf16_conv_bwd_data_direct, avx512_bf16_impl::ws_bwd_data_direct,
+     avx512_bf16_impl::cache_bwd_data_direct},
+#endif
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_data_im2col, ws_im2col},
+};
+constexpr KernelTable<ConvGeom, ConvBwdDataFn> kConvBwdDataTable(kConvBwdDataRows);
+
+const ConvKernel<ConvBwdWeightsFn> kConvBwdWeightsRows[] = {
+#if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_weights_supports,
+     avx512_bf16_impl::bf16_conv_bwd_weights_direct, avx512_bf16_impl::ws_bwd_weights_direct},
+#endif
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_weights_im2col, ws_im2col},
+};
+constexpr KernelTable<ConvGeom, ConvBwdWeightsFn> kConvBwdWeightsTable(kConvBwdWeightsRows);
+
 }  // namespace
 
 const KernelTable<int64_t, Bf16ConvertFn>& bf16_convert_table() { return kConvertTable; }
@@ -203,75 +319,40 @@ const char* bf16_gemm_args_error(const Bf16GemmArgs& g) {
 
 void bf16_gemm(const Bf16GemmArgs& g) { kGemmTable.choose(g).fn(g); }
 
+const KernelTable<ConvGeom, ConvFwdFn>& bf16_conv_fwd_table() { return kConvFwdTable; }
+const KernelTable<ConvGeom, ConvBwdDataFn>& bf16_conv_bwd_data_table() {
+  return kConvBwdDataTable;
+}
+const KernelTable<ConvGeom, ConvBwdWeightsFn>& bf16_conv_bwd_weights_table() {
+  return kConvBwdWeightsTable;
+}
+
 int64_t bf16_conv_workspace_floats(const ConvGeom& g) {
-  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
-  return aligned((g.C * g.H * g.W + 1) / 2) + aligned((band + 1) / 2) + aligned(band) +
-         aligned((g.K * g.P() * g.Q() + 1) / 2);
+  return std::max({kConvFwdTable.max_workspace(g), kConvBwdDataTable.max_workspace(g),
+                   kConvBwdWeightsTable.max_workspace(g)});
 }
 
-void bf16_conv_forward(const float* x, const bf16_t* w, const float* bias, float* y,
-                       const ConvGeom& g, float* ws) {
-  const Scratch s = carve(g, ws);
-  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
-  for (int64_t n = 0; n < g.N; ++n) {
-    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
-    float* yn = y + n * g.K * PQ;
-    for (int64_t p0 = 0; p0 < P; p0 += band) {
-      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
-      im2col_band(s.x, g, p0, rows, s.col);
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        bf16_gemm({false, false, g.Kg(), nb, crs, 1.0f, w + gi * g.Kg() * crs, crs,
-                   s.col + gi * crs * nb, nb, 0.0f, yn + gi * g.Kg() * PQ + p0 * Q, PQ});
-    }
-    if (bias)
-      parallel_for(g.K, PQ, [&](int64_t k) {
-        float* row = yn + k * PQ;
-        for (int64_t i = 0; i < PQ; ++i) row[i] += bias[k];
-      });
+int64_t bf16_conv_cache_floats(const ConvGeom& g, ConvPass pass) {
+  switch (pass) {
+    case ConvPass::fwd: return kConvFwdTable.max_cache(g);
+    case ConvPass::bwd_data: return kConvBwdDataTable.max_cache(g);
+    default: return kConvBwdWeightsTable.max_cache(g);
   }
 }
 
-void bf16_conv_backward_data(const float* dy, const bf16_t* w, float* dx, const ConvGeom& g,
-                             float* ws) {
-  const Scratch s = carve(g, ws);
-  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
-  for (int64_t n = 0; n < g.N; ++n) {
-    to_bf16(dy + n * g.K * PQ, s.dy, g.K * PQ);
-    float* dxn = dx + n * g.C * g.H * g.W;
-    std::memset(dxn, 0, g.C * g.H * g.W * sizeof(float));
-    for (int64_t p0 = 0; p0 < P; p0 += band) {
-      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        bf16_gemm({true, false, crs, nb, g.Kg(), 1.0f, w + gi * g.Kg() * crs, crs,
-                   s.dy + gi * g.Kg() * PQ + p0 * Q, PQ, 0.0f, s.dcol + gi * crs * nb, nb});
-      col2im_band_add(s.dcol, g, p0, rows, dxn);
-    }
-  }
+void bf16_conv_forward(const float* x, const float* w, const float* bias, float* y,
+                       const ConvGeom& g, const ConvScratch& s, bool relu, float slope) {
+  kConvFwdTable.choose(g).fn(x, w, bias, y, g, s, relu, slope);
+}
+
+void bf16_conv_backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                             const ConvScratch& s) {
+  kConvBwdDataTable.choose(g).fn(dy, w, dx, g, s);
 }
 
 void bf16_conv_backward_weights(const float* x, const float* dy, float* dw, float* db,
-                                const ConvGeom& g, float* ws) {
-  const Scratch s = carve(g, ws);
-  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
-  for (int64_t n = 0; n < g.N; ++n) {
-    const float* dyn = dy + n * g.K * PQ;
-    to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
-    to_bf16(dyn, s.dy, g.K * PQ);
-    for (int64_t p0 = 0; p0 < P; p0 += band) {
-      const int64_t rows = std::min(band, P - p0), nb = rows * Q;
-      im2col_band(s.x, g, p0, rows, s.col);
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        bf16_gemm({false, true, g.Kg(), crs, nb, 1.0f, s.dy + gi * g.Kg() * PQ + p0 * Q, PQ,
-                   s.col + gi * crs * nb, nb, 1.0f, dw + gi * g.Kg() * crs, crs});
-    }
-    if (db)
-      parallel_for(g.K, PQ, [&](int64_t k) {
-        const float* row = dyn + k * PQ;
-        float sum = 0.0f;
-        for (int64_t i = 0; i < PQ; ++i) sum += row[i];
-        db[k] += sum;
-      });
-  }
+                                const ConvGeom& g, const ConvScratch& s) {
+  kConvBwdWeightsTable.choose(g).fn(x, dy, dw, db, g, s);
 }
 
 }  // namespace crema
