@@ -1,13 +1,16 @@
 """bf16 vs fp32 in one process: the HEP classifier's training step (bench/hep_step.py's net) and
 a LeNet training iteration (forward + backward), per thread count, alternating fp32 / bf16
-rounds (medians), with the ISA and the bf16 GEMM row in use; plus the bf16 GEMM alone vs SGEMM on
-the HEP convolutions' products (GFLOP/s).
+rounds (medians), with the ISA, the bf16 rows in use and the machine's load average; the HEP
+convolutions pass by pass (GFLOP/s counted as direct convolution, 2*N*K*C*R*S*P*Q, for the fp32
+row the layer runs -- Winograd where the rule picks it -- and the bf16 row); and the bf16 GEMM
+alone vs SGEMM on the HEP convolutions' im2col products.
 
     python bench/bf16.py                    # HEP 64x64 batch 8, LeNet batch 64, threads 1 and 2
     python bench/bf16.py --size 224 --reps 5
 
 ratio = fp32 ms / bf16 ms (above 1: bf16 is faster)."""
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -87,17 +90,69 @@ def gemm_rates(reps):
     return out
 
 
+def conv_rates(batch, size, reps):
+    """Per HEP convolution and pass: (label, fp32 row, fp32 GFLOP/s, bf16 row, bf16 GFLOP/s)."""
+    rng = np.random.default_rng(2)
+    out = []
+    channels, hw = 3, size
+    while hw >= 4 and len(out) < 15:
+        geo = kernels.conv_geometry((batch, channels, hw, hw, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1))
+        x = rng.standard_normal((batch, channels, hw, hw)).astype(np.float32)
+        w = (rng.standard_normal((128, channels, 3, 3)) * 0.1).astype(np.float32)
+        b = np.zeros(128, np.float32)
+        y = np.empty((batch, 128, hw, hw), np.float32)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx, dw, db = np.empty_like(x), np.zeros_like(w), np.zeros(128, np.float32)
+        ws = np.empty(kernels.conv_workspace_size(geo), np.float32)
+        caches = {op: np.zeros(kernels.conv_weight_cache_size(geo, op), np.float32)
+                  for op in ("fwd", "bwd_data")}
+        scratch = bf16.ConvScratch()
+        passes = {
+            "fwd": (lambda: kernels.conv_forward(x, w, b, y, geo, ws, relu=True,
+                                                 weight_cache=caches["fwd"]),
+                    lambda: bf16.conv_forward(x, w, b, y, geo, scratch, relu_slope=0.0)),
+            "bwd_data": (lambda: kernels.conv_backward_data(dy, w, dx, geo, ws,
+                                                            weight_cache=caches["bwd_data"]),
+                         lambda: bf16.conv_backward_data(dy, w, dx, geo, scratch)),
+            "bwd_weights": (lambda: kernels.conv_backward_weights(x, dy, dw, db, geo, ws),
+                            lambda: bf16.conv_backward_weights(x, dy, dw, db, geo, scratch)),
+        }
+        flops = 2.0 * batch * 128 * channels * 9 * hw * hw
+        for op, (f32, b16) in passes.items():
+            if channels == 3 and op == "bwd_data":
+                continue  # the first layer's data gradient is never computed
+            t = {"fp32": [], "bf16": []}
+            f32(), b16()
+            for _ in range(reps):
+                for p, fn in (("fp32", f32), ("bf16", b16)):
+                    t0 = time.perf_counter()
+                    fn()
+                    t[p].append(time.perf_counter() - t0)
+            out.append((f"C{channels} {hw}x{hw} {op}", kernels.conv_kernel_name(op, geo, x),
+                        flops / statistics.median(t["fp32"]) / 1e9,
+                        bf16.conv_kernel_name(op, geo),
+                        flops / statistics.median(t["bf16"]) / 1e9))
+        channels, hw = 128, hw // 2
+    return out
+
+
+def load():
+    return "load %.1f %.1f %.1f" % os.getloadavg()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=64, help="HEP input size (224: the paper's)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-convolution table")
     args = ap.parse_args()
     import tempfile
     info = kernels.cpu_info()
     print(f"CPU {info['model']}: ISA {info['isa']}, avx512_bf16 {info['avx512_bf16']}; bf16 GEMM "
-          f"{bf16.kernel_name('gemm')}, conversion {bf16.kernel_name('convert')}")
+          f"{bf16.kernel_name('gemm')}, conversion {bf16.kernel_name('convert')}; "
+          f"{os.cpu_count()} CPUs, {load()}")
     with tempfile.TemporaryDirectory() as folder:
         hep = build(hep_prototxt(args.batch, args.size), folder, "hep", 2)
         lenet = build(LENET, folder, "lenet", 10)
@@ -107,7 +162,11 @@ def main():
                               ("LeNet iteration b64", lenet)):
                 ms = alternating(net, args.reps)
                 print(f"threads {threads}  {name:24s} fp32 {ms['fp32']:8.2f} ms  bf16 "
-                      f"{ms['bf16']:8.2f} ms  ratio {ms['fp32'] / ms['bf16']:.2f}x")
+                      f"{ms['bf16']:8.2f} ms  ratio {ms['fp32'] / ms['bf16']:.2f}x  ({load()})")
+            if not args.no_layers:
+                for what, f32row, f32, b16row, b16 in conv_rates(args.batch, args.size, args.reps):
+                    print(f"threads {threads}  conv {what:22s} {f32row:24s} {f32:6.1f} GFLOP/s  "
+                          f"{b16row:28s} {b16:6.1f} GFLOP/s  ratio {b16 / f32:.2f}x")
             for what, f32, b16 in gemm_rates(args.reps):
                 print(f"threads {threads}  GEMM {what:12s} SGEMM {f32:6.1f} GFLOP/s  bf16 "
                       f"{b16:6.1f} GFLOP/s  ratio {b16 / f32:.2f}x")

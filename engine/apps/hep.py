@@ -54,6 +54,9 @@ def build_parser():
                          "the NERSC benchmark trains) or normweight (cross-section weights, each "
                          "class summing to half; the net file's setting)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="convolutions and inner products in float32 or bfloat16 (bf16 operands, "
+                         "float32 accumulation and master weights), in training and evaluation")
     ap.add_argument("--pileup", type=float, default=0.0, help="mean pile-up events per event")
     ap.add_argument("--quiet", action="store_true", help="no Caffe log lines, only progress")
     return ap
@@ -118,7 +121,8 @@ def make_solver(args, paths):
                                        delta=1e-8, lr_policy="fixed", max_iter=args.iters,
                                        display=100, random_seed=args.seed,
                                        snapshot_after_train=False, test_interval=args.iters,
-                                       test_initialization=False)
+                                       test_initialization=False,
+                                       precision=getattr(args, "precision", "fp32"))
     solver.test_iter.append(5)
     solver.net_param.CopyFrom(net)
     return get_solver(solver)
@@ -166,6 +170,7 @@ def cnn_scores(solver, images, batch=100):
     del prob.include[:]
     net = Net(deploy, TEST)
     net.share_with(solver.net)
+    net.set_precision(solver.net.precision)
     from tqdm import tqdm
     out = np.empty(len(images), np.float32)
     for start in tqdm(range(0, len(images), batch), desc="evaluating", unit="batch",
