@@ -509,6 +509,8 @@ struct BwwTile {
   const uint16_t* dy;      // at (image, group, kb0, oh0, pair 0)
   int64_t dykbs;           // bf16 between dy blocks (P * Qh * 32)
   int64_t rows, Qh;
+  int64_t images;          // images run one after the other (small planes: all of a chunk)
+  int64_t ximg, dyimg;     // bf16 between images in x and dy
   float* dw;               // dwb at (group, kb0, tap t0, lane 0)
   int64_t dwjs;            // floats between kb blocks in dwb (taps_pad * L)
 };
@@ -520,11 +522,12 @@ void bww_tile(const BwwTile& a) {
   for (int j = 0; j < KJ; ++j)
 #pragma GCC unroll 8
     for (int t = 0; t < TT; ++t) acc[j][t] = V::load(a.dw + j * a.dwjs + t * L);
-  for (int64_t oh = 0; oh < a.rows; ++oh) {
+  for (int64_t io = 0; io < a.images * a.rows; ++io) {
+    const int64_t img = io / a.rows, oh = io % a.rows;
     const uint16_t* xt[TT];
 #pragma GCC unroll 8
-    for (int t = 0; t < TT; ++t) xt[t] = a.x[t] + oh * a.xrow;
-    const uint16_t* dr = a.dy + oh * a.Qh * 2 * L;
+    for (int t = 0; t < TT; ++t) xt[t] = a.x[t] + img * a.ximg + oh * a.xrow;
+    const uint16_t* dr = a.dy + img * a.dyimg + oh * a.Qh * 2 * L;
     for (int64_t qp = 0; qp < a.Qh; ++qp) {
       bf16x32 d[KJ];
 #pragma GCC unroll 4
@@ -596,7 +599,11 @@ void bww(const ConvGeom& g, const float* x, const float* dy, float* dw, float* d
       a.dykbs = P * z.Qh * 2 * L;
       a.Qh = z.Qh;
       a.dwjs = z.taps_pad * L;
-      for (int64_t nl = 0; nl < nb; ++nl) {
+      a.ximg = d.G * d.Ci * plane;
+      a.dyimg = d.G * KB * P * z.Qh * 2 * L;
+      // Planes that fit one band: the tile runs over every image of the chunk at once.
+      a.images = P <= rows_per ? nb : 1;
+      for (int64_t nl = 0; nl < nb; nl += a.images) {
         const uint16_t* xg = xp + (nl * d.G + g_) * d.Ci * plane;
         const uint16_t* dyg = dyp + ((nl * d.G + g_) * KB + kb0) * P * z.Qh * 2 * L;
         for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
