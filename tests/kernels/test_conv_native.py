@@ -141,6 +141,11 @@ def run_native(g, x, w, b, dy):
     return y, y_nobias, dx, dw - 1, db - 1, dw_only
 
 
+def algorithm_of(row_name):
+    """The ConvAlgo a row belongs to: Winograd, or "direct" (the direct and GEMM rows)."""
+    return "winograd" if row_name.startswith("winograd_") else "direct"
+
+
 def check_geometry(g, seed, isas=ISAS):
     x, w, b, dy = make_inputs(g, seed)
     want_y = ref_forward(x, w, b, g)
@@ -160,7 +165,7 @@ def check_geometry(g, seed, isas=ISAS):
             names = [native.conv_kernel_name(op, gg)
                      for op in ("fwd", "bwd_data", "bwd_weights")]
             assert all(name.endswith("_" + isa) for name in names), (isa, names)
-            assert [n.split("_")[0] for n in names] == [algo, algo, "direct"], names
+            assert [algorithm_of(n) for n in names] == [algo, algo, "direct"], names
             y, y0, dx, dw, db, dw_only = run_native(gg, x, w, b, dy)
         tag = f"{isa} {names} geometry {g}"
         # Winograd's transforms round more than the direct sums (crema/winograd.h: accuracy).
@@ -278,20 +283,46 @@ def test_kernel_choice():
             for op in ("fwd", "bwd_data"):
                 assert native.conv_kernel_name(op, g_main_rule) == f"winograd_{isa}"
                 assert native.conv_kernel_name(op, g_first_wino) == f"winograd_{isa}"
-                assert native.conv_kernel_name(op, g_depthwise_wino).startswith("direct_")
-            assert native.conv_kernel_name("bwd_weights", g_first_wino).startswith("direct_")
+                assert algorithm_of(native.conv_kernel_name(op, g_depthwise_wino)) == "direct"
+            assert algorithm_of(native.conv_kernel_name("bwd_weights", g_first_wino)) == "direct"
             if isa == "scalar":
                 assert native.conv_kernel_name("fwd", g_main) == "direct_scalar"
                 continue
-            assert native.conv_kernel_name("fwd", g_main) == f"direct_blocked_{isa}"
-            assert native.conv_kernel_name("bwd_data", g_main) == f"direct_blocked_{isa}"
+            # The few-channel rows come first; the GEMM rows follow conv_gemm_preferred
+            # (conv_common.cpp): on AVX2 every forward and stride-1 data gradient, on AVX-512
+            # where rounding channels up to whole vectors (and the data gradient's zero border)
+            # would waste most of the direct kernel's work.
+            gemm_avx2 = "gemm_avx2" if isa == "avx2" else f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("fwd", g_main) == gemm_avx2
+            assert native.conv_kernel_name("bwd_data", g_main) == gemm_avx2
             assert native.conv_kernel_name("bwd_weights", g_main) == f"direct_blocked_{isa}"
             assert native.conv_kernel_name("fwd", g_first) == f"direct_fewc_{isa}"
             assert native.conv_kernel_name("bwd_weights", g_first) == f"direct_fewc_{isa}"
-            assert native.conv_kernel_name("bwd_data", g_first) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("bwd_data", g_first) == f"gemm_{isa}"
             assert native.conv_kernel_name("fwd", g_depthwise) == f"direct_fewc_{isa}"
             assert native.conv_kernel_name("bwd_data", g_depthwise) == f"direct_fewc_{isa}"
-            assert native.conv_kernel_name("fwd", g_strided_first) == f"direct_blocked_{isa}"
+            assert native.conv_kernel_name("fwd", g_strided_first) == f"gemm_{isa}"
+
+
+@pytest.mark.parametrize("g, want", [
+    # LeNet conv2: the data gradient's flipped 5x5 over an 8x8 map is 2.25x the real taps
+    ((64, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1),
+     {"avx512": ("direct_blocked", "gemm", "direct_blocked"), "avx2": ("gemm", "gemm", "direct_blocked")}),
+    # AlexNet conv1 (3 channels, 11x11, stride 4): 3 of 16 (8) lanes used by the blocked kernels
+    ((2, 3, 51, 51, 96, 11, 11, 0, 0, 4, 4, 1, 1, 1),
+     {"avx512": ("gemm", "gemm", "gemm"), "avx2": ("gemm", "gemm", "gemm")}),
+    # AlexNet conv2 (groups 2, 48 -> 128 per group): whole vectors, the blocked kernels
+    ((1, 96, 13, 13, 256, 5, 5, 2, 2, 1, 1, 1, 1, 2),
+     {"avx512": ("direct_blocked", "direct_blocked", "direct_blocked"),
+      "avx2": ("gemm", "gemm", "direct_blocked")}),
+])
+def test_gemm_rows_are_a_fixed_rule_and_match_the_reference(g, want):
+    for isa in [i for i in ISAS if i != "scalar"]:
+        with isa_cap(isa):
+            names = tuple(native.conv_kernel_name(op, geom(g))
+                          for op in ("fwd", "bwd_data", "bwd_weights"))
+        assert names == tuple(f"{row}_{isa}" for row in want[isa]), (isa, names)
+    check_geometry(g, 23)
 
 
 def test_workspace_covers_every_isa_and_stays_in_bounds():
@@ -474,7 +505,7 @@ def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, sha
     layer32, layer64 = runs[np.float32][0], runs[np.float64][0]
     assert layer64.kernel.startswith("numpy")
     assert set(layer32.kernels) == {"forward", "backward_data", "backward_weights"}
-    assert layer32.kernels["backward_weights"].startswith("direct_")
+    assert algorithm_of(layer32.kernels["backward_weights"]) == "direct"
     winograd_applies = kernels.winograd_available(layer32.native_geometry)
     for op, name in (("fwd", "forward"), ("bwd_data", "backward_data")):
         if kind == "Deconvolution":  # its passes are the convolution's, swapped
@@ -486,7 +517,7 @@ def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, sha
             assert want == "winograd", (op, want)
         else:  # auto: the per-ISA rule's choice
             assert want in ("direct", "winograd"), (op, want)
-        assert layer32.kernels[name].startswith(want + "_"), (op, layer32.kernels)
+        assert algorithm_of(layer32.kernels[name]) == want, (op, layer32.kernels)
     for got_list, want_list, what in zip(runs[np.float32][1:], runs[np.float64][1:],
                                          ("top data", "bottom diff", "param diff")):
         for i, (got, want) in enumerate(zip(got_list, want_list)):
@@ -587,7 +618,7 @@ def test_layer_reference_env_and_propagate_down(monkeypatch):
     monkeypatch.delenv("CREMA_KERNELS")
     layer = layer_from_text(text)
     bottom, top = run_forward(layer, [x], dtype=np.float32, seed=3)
-    assert layer.kernel.startswith("direct_")
+    assert layer.kernel.startswith(("direct_", "gemm_"))
     layer.param_propagate_down[0] = False  # what a net sets for lr_mult: 0
     top[0].diff[...] = 1.0
     bottom[0].diff[...] = 123.0

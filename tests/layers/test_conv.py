@@ -334,9 +334,9 @@ def test_float32_path_matches_float64_with_and_without_native_kernels(monkeypatc
         layer.backward(top, [True], bottom)
         results[dtype] = (top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff)
         if dtype == np.float32:
-            # float32 runs the native direct convolution kernels when they are built.
+            # float32 runs the native (direct or GEMM) convolution kernels when they are built.
             if engine.kernels.native_available():
-                assert layer.kernel.startswith("direct_"), layer.kernel
+                assert layer.kernel.startswith(("direct_", "gemm_")), layer.kernel
             else:
                 assert layer.kernel == "numpy im2col + gemm"
     for a, b in zip(results[np.float32], results[np.float64]):

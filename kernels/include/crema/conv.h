@@ -16,7 +16,11 @@
 // The forward and data-gradient tables hold Winograd rows (crema/winograd.h) ahead of each ISA's
 // direct rows: they support g where Winograd applies (3x3, stride 1, dilation 1, one group,
 // pad 0..2) and g.algo_* allows it (rule: the fixed per-ISA rule of conv_winograd_preferred for
-// the row's ISA; winograd: always; direct: never). The weight gradient is always direct.
+// the row's ISA; winograd: always; direct: never). The weight gradient is never Winograd.
+// Every table then holds, per ISA, the few-channel direct row, a GEMM row (im2col / col2im
+// around that ISA's SGEMM: conv_gemm_preferred, a fixed per-ISA rule on how much of the direct
+// kernel's work would be padding) and the blocked direct row. "direct" as a ConvAlgo means "not
+// Winograd": any of these three.
 //
 // Scratch (ConvScratch), caller-owned, no kernel allocates:
 //   workspace: conv_workspace_floats(g) floats, the maximum over every row of every op that
@@ -106,7 +110,8 @@ int64_t conv_cache_floats(const ConvGeom& g, ConvPass pass);
 // output-channel blocks, broadcast-FMA over input channels and taps; any geometry (groups are
 // separate blocked convolutions; a depthwise layer wastes most lanes there). "fewc": NCHW kept,
 // vectors along the output width, for few input channels per group (first layers, depthwise):
-// Cg <= 4 and sw == 1 (bwd_data: Kg <= 4 and sh == sw == 1).
+// Cg <= 4 and sw == 1 (bwd_data: Kg <= 4 and sh == sw == 1). "gemm": any geometry, per group
+// and chunk of images one SGEMM over every output pixel of the chunk (conv_gemm.isa.cpp).
 namespace scalar_impl {
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,
               const ConvScratch& s, bool relu, float slope);
@@ -135,7 +140,14 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
                              const ConvGeom& g, const ConvScratch& s);                         \
   int64_t ws_fwd_fewc(const ConvGeom& g);                                                      \
   int64_t ws_bwd_data_fewc(const ConvGeom& g);                                                 \
-  int64_t ws_bwd_weights_fewc(const ConvGeom& g);
+  int64_t ws_bwd_weights_fewc(const ConvGeom& g);                                              \
+  void conv_fwd_gemm(const float* x, const float* w, const float* bias, float* y,              \
+                     const ConvGeom& g, const ConvScratch& s, bool relu, float slope);         \
+  void conv_bwd_data_gemm(const float* dy, const float* w, float* dx, const ConvGeom& g,       \
+                          const ConvScratch& s);                                               \
+  void conv_bwd_weights_gemm(const float* x, const float* dy, float* dw, float* db,            \
+                             const ConvGeom& g, const ConvScratch& s);                         \
+  int64_t ws_conv_gemm(const ConvGeom& g);
 
 namespace avx2_impl {
 CREMA_CONV_ISA_DECLS
@@ -175,6 +187,9 @@ CREMA_CONV_WINOGRAD_DECLS
 // and the filter cache.
 int64_t conv_winograd_workspace(const ConvGeom& g, ConvPass pass, bool all_threads);
 int64_t conv_winograd_cache(const ConvGeom& g, ConvPass pass);
+
+// Whether the GEMM row of `isa` runs g's `pass` (the measured rule is in conv_common.cpp).
+bool conv_gemm_preferred(const ConvGeom& g, ConvPass pass, Isa isa);
 
 bool conv_fewc_supports_fwd(const ConvGeom& g);
 bool conv_fewc_supports_bwd_data(const ConvGeom& g);

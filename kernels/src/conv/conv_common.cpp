@@ -166,6 +166,37 @@ bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
   return std::min(cin, cout) >= 16 && !(small_channels && pixels <= 7 * 7);
 }
 
+// The GEMM rows' rule (im2col/col2im around the ISA's SGEMM, conv_gemm.isa.cpp), from
+// A/B runs of every pass (one thread, alternating, medians; AMD EPYC Zen 5; ratio =
+// direct ms / GEMM ms) on LeNet, AlexNet conv1-3 and 3x3/5x5/7x7/1x1 layers, strides 1-4.
+// The direct kernels' useful fraction is e = Cg/ceil_L(Cg) * Kg/ceil_L(Kg) (channels rounded up to
+// whole vectors), times P*Q/(H*W) for a stride-1 data gradient (its flipped convolution computes
+// every tap over the zero border). The GEMM runs every pass at 40-95 GFLOP/s whatever the shape.
+//   AVX-512: forward and weight gradient where e < 0.35 (AlexNet conv1 e = 0.19: 3.7-4.2;
+//     7x7 stride 2 on 3 channels: 2.8-2.9; LeNet conv2 e = 0.49: 0.83-0.85; e = 1: 0.24-0.94);
+//     data gradient where e (with the border) < 0.6 (LeNet conv2 0.22: 1.9-3.0; 5x5 pad 0 on
+//     16x16 0.56: 1.25; 3x3 pad 0 on 10x10 0.64: 1.1; AlexNet conv1 3.8; e = 1: 0.29-0.80).
+//   AVX2: the forward always (its 2 x 6 direct tile: 1.0-3.2 on every shape tried, AlexNet
+//     conv2-3 1.5-1.8, 1x1 2.0); the stride-1 data gradient always (1.1-4.3); strided data
+//     gradients and weight gradients where e < 0.5 (AlexNet conv1, e = 3/8: 2.6 / 1.9; 3x3
+//     stride 2 at e = 1: 0.74; weight gradients at e >= 0.7: 0.21-0.85).
+//   scalar: no GEMM row (the scalar rows are the reference loops).
+// The few-channel direct rows stay ahead of these rows in the tables (LeNet conv1: 1.0).
+bool conv_gemm_preferred(const ConvGeom& g, ConvPass pass, Isa isa) {
+  const int64_t L = isa == Isa::avx512 ? 16 : 8;
+  const auto used = [L](int64_t c) { return double(c) / double((c + L - 1) / L * L); };
+  const double e = used(g.Cg()) * used(g.Kg());
+  const bool unit_stride = g.sh == 1 && g.sw == 1;
+  if (isa == Isa::avx512) {
+    if (pass == ConvPass::bwd_data && unit_stride)
+      return e * double(g.P() * g.Q()) / double(g.H * g.W) < 0.6;
+    return e < 0.35;
+  }
+  if (isa != Isa::avx2) return false;
+  if (pass == ConvPass::fwd || (pass == ConvPass::bwd_data && unit_stride)) return true;
+  return e < 0.5;
+}
+
 namespace {
 
 constexpr auto any = any_geometry<ConvGeom>;
@@ -181,6 +212,11 @@ bool winograd_row_supports(const ConvGeom& g) {
   if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
   return a == ConvAlgo::winograd || conv_winograd_preferred(g, pass == ConvPass::bwd_data, isa);
 }
+template <Isa isa, ConvPass pass>
+bool gemm_row_supports(const ConvGeom& g) {
+  return conv_gemm_preferred(g, pass, isa);
+}
+
 template <ConvPass pass>
 int64_t winograd_ws(const ConvGeom& g) {
   return conv_winograd_workspace(g, pass, true);
@@ -208,6 +244,8 @@ const ConvKernel<ConvFwdFn> kFwdRows[] = {
     CREMA_WINOGRAD_FWD_ROW(avx512),
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd,
      avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
+    {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::fwd>,
+     avx512_impl::conv_fwd_gemm, avx512_impl::ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_fwd_blocked,
      avx512_impl::ws_fwd_blocked, avx512_impl::wcache_fwd_blocked},
 #endif
@@ -215,6 +253,8 @@ const ConvKernel<ConvFwdFn> kFwdRows[] = {
     CREMA_WINOGRAD_FWD_ROW(avx2),
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd,
      avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
+    {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::fwd>,
+     avx2_impl::conv_fwd_gemm, avx2_impl::ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked,
      avx2_impl::ws_fwd_blocked, avx2_impl::wcache_fwd_blocked},
 #endif
@@ -227,6 +267,8 @@ const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
     CREMA_WINOGRAD_BWD_ROW(avx512),
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data,
      avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
+    {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::bwd_data>,
+     avx512_impl::conv_bwd_data_gemm, avx512_impl::ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any,
      avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
 #endif
@@ -234,6 +276,8 @@ const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
     CREMA_WINOGRAD_BWD_ROW(avx2),
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data,
      avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
+    {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::bwd_data>,
+     avx2_impl::conv_bwd_data_gemm, avx2_impl::ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
 #endif
@@ -245,12 +289,16 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
 #ifdef CREMA_BUILD_AVX512
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights,
      avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
+    {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::bwd_weights>,
+     avx512_impl::conv_bwd_weights_gemm, avx512_impl::ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any,
      avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights,
      avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
+    {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::bwd_weights>,
+     avx2_impl::conv_bwd_weights_gemm, avx2_impl::ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
 #endif
