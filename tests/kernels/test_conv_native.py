@@ -252,6 +252,9 @@ def test_random_geometries_every_isa(g, seed):
     (3, 24, 17, 13, 40, 3, 3, 1, 1, 2, 2, 1, 1, 2),
     (1, 18, 23, 21, 20, 5, 5, 2, 2, 3, 3, 2, 2, 2),
     (1, 3, 35, 35, 16, 11, 11, 2, 2, 4, 4, 1, 1, 1),
+    # few channels with column strides 2-3 (phase planes), a tail vector and groups
+    (2, 4, 19, 40, 10, 5, 5, 1, 2, 1, 2, 1, 1, 2),
+    (1, 3, 23, 47, 7, 7, 7, 3, 3, 2, 3, 2, 1, 1),
     # depthwise and 1x1
     (3, 32, 14, 15, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32),
     (2, 40, 10, 9, 36, 1, 1, 0, 0, 1, 1, 1, 1, 1),
@@ -301,16 +304,21 @@ def test_kernel_choice():
             assert native.conv_kernel_name("bwd_data", g_first) == f"gemm_{isa}"
             assert native.conv_kernel_name("fwd", g_depthwise) == f"direct_fewc_{isa}"
             assert native.conv_kernel_name("bwd_data", g_depthwise) == f"direct_fewc_{isa}"
-            assert native.conv_kernel_name("fwd", g_strided_first) == f"gemm_{isa}"
+            # A stride above 1 runs the few-channel rows over phase planes of the input.
+            assert native.conv_kernel_name("fwd", g_strided_first) == f"direct_fewc_{isa}"
+            assert native.conv_kernel_name("bwd_weights", g_strided_first) == f"direct_fewc_{isa}"
 
 
 @pytest.mark.parametrize("g, want", [
     # LeNet conv2: the data gradient's flipped 5x5 over an 8x8 map is 2.25x the real taps
     ((64, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1),
-     {"avx512": ("direct_blocked", "gemm", "direct_blocked"), "avx2": ("gemm", "gemm", "direct_blocked")}),
-    # AlexNet conv1 (3 channels, 11x11, stride 4): 3 of 16 (8) lanes used by the blocked kernels
+     {"avx512": ("direct_blocked", "gemm", "direct_blocked"),
+      "avx2": ("gemm", "gemm", "direct_blocked")}),
+    # AlexNet conv1 (3 channels, 11x11, stride 4): the few-channel rows over 4 phase planes;
+    # the data gradient (3 of 16 or 8 lanes used by the blocked kernels) through the GEMM
     ((2, 3, 51, 51, 96, 11, 11, 0, 0, 4, 4, 1, 1, 1),
-     {"avx512": ("gemm", "gemm", "gemm"), "avx2": ("gemm", "gemm", "gemm")}),
+     {"avx512": ("direct_fewc", "gemm", "direct_fewc"),
+      "avx2": ("direct_fewc", "gemm", "direct_fewc")}),
     # AlexNet conv2 (groups 2, 48 -> 128 per group): whole vectors, the blocked kernels
     ((1, 96, 13, 13, 256, 5, 5, 2, 2, 1, 1, 1, 1, 2),
      {"avx512": ("direct_blocked", "direct_blocked", "direct_blocked"),

@@ -110,7 +110,8 @@ int64_t conv_cache_floats(const ConvGeom& g, ConvPass pass);
 // output-channel blocks, broadcast-FMA over input channels and taps; any geometry (groups are
 // separate blocked convolutions; a depthwise layer wastes most lanes there). "fewc": NCHW kept,
 // vectors along the output width, for few input channels per group (first layers, depthwise):
-// Cg <= 4 and sw == 1 (bwd_data: Kg <= 4 and sh == sw == 1). "gemm": any geometry, per group
+// Cg <= 4 and sw == 1, or a larger column stride with dilation 1 and S >= sw (run over sw phase
+// planes of the input; bwd_data: Kg <= 4 and sh == sw == 1). "gemm": any geometry, per group
 // and chunk of images one SGEMM over every output pixel of the chunk (conv_gemm.isa.cpp).
 namespace scalar_impl {
 void conv_fwd(const float* x, const float* w, const float* bias, float* y, const ConvGeom& g,

@@ -135,11 +135,15 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
 
 }  // namespace scalar_impl
 
-bool conv_fewc_supports_fwd(const ConvGeom& g) { return g.Cg() <= 4 && g.sw == 1; }
+// A column stride above 1 runs over phase planes (conv_direct.isa.cpp, few_desc): every phase
+// must hold taps (dilation 1, S >= sw), else the inner convolution multiplies by zeros.
+bool conv_fewc_supports_fwd(const ConvGeom& g) {
+  return g.Cg() <= 4 && (g.sw == 1 || (g.dw == 1 && g.S >= g.sw));
+}
 bool conv_fewc_supports_bwd_data(const ConvGeom& g) {
   return g.Kg() <= 4 && g.sh == 1 && g.sw == 1;
 }
-bool conv_fewc_supports_bwd_weights(const ConvGeom& g) { return g.Cg() <= 4 && g.sw == 1; }
+bool conv_fewc_supports_bwd_weights(const ConvGeom& g) { return conv_fewc_supports_fwd(g); }
 
 bool conv_winograd_applies(const ConvGeom& g) {
   return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.G == 1 &&

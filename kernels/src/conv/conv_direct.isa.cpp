@@ -748,15 +748,29 @@ int64_t ws_bww(const ConvGeom& g) {
 // ---- few-input-channel kernels (NCHW kept, vectors along the output row) -------------------
 // The input is copied with its zero border into [n][G*Ci][Hp][Wp] (+ L floats of slack for
 // the last row's vector reads); w is used in Caffe's layout, [k][c][r][s], one broadcast per tap.
+// A column stride sw > 1 (dilation 1, S >= sw) is made a unit stride by splitting each padded
+// plane into sw phase planes, phase(ph)[hp][j] = padded[hp][j*sw + ph]: tap s reads phase
+// s % sw at column q + s / sw, so output vectors load contiguous inputs. The phase planes are
+// the input channels of an "inner" convolution (Ci*sw channels, ceil(S/sw) taps per row, unit
+// column stride) whose weights are w regrouped, with zeros for the taps s >= S.
 
 struct FewDesc {
-  Desc d;
+  Desc d;      // the convolution asked for
+  Desc inner;  // what the tiles run: d itself for sw == 1, else over the phase planes
   int64_t nb;
-  int64_t img() const { return d.G * d.Ci * d.Hp() * d.Wp(); }
+  int64_t img() const { return inner.G * inner.Ci * inner.Hp() * inner.Wp(); }
+  int64_t inner_weights() const {
+    return d.sw == 1 ? 0 : inner.G * inner.Co * inner.Ci * inner.R * inner.S;
+  }
 };
 
 FewDesc few_desc(const Desc& d) {
-  FewDesc f{d, 1};
+  FewDesc f{d, d, 1};
+  if (d.sw > 1) {
+    const int64_t T = ceil_div(d.S, d.sw);
+    f.inner = {d.N, d.G, d.Ci * d.sw, d.Co, d.H, d.W, d.P, d.Q, d.R, T,
+               d.ph, 0, d.sh, 1, d.dh, 1};
+  }
   f.nb = std::max<int64_t>(1, std::min<int64_t>(d.N, kChunkFloats / f.img()));
   return f;
 }
@@ -776,6 +790,51 @@ void pad_copy(const float* src, int64_t nb, int64_t C, int64_t H, int64_t W, int
     std::memset(d, 0, sizeof(float) * wlo);
     std::memcpy(d + wlo, src + (plane * H + h) * W + (wlo - pw), sizeof(float) * (whi - wlo));
     std::memset(d + whi, 0, sizeof(float) * (Wp - whi));
+  });
+}
+
+// The padded input of images [n0, n0 + nb) as the tiles read it: pad_copy for sw == 1, else
+// the phase planes [nl][c][ph][Hp][Wq], phase(ph)[hp][j] = x[hp - ph_pad][j*sw + ph - pw] (0
+// outside the image).
+void few_input_copy(const FewDesc& f, const float* x, int64_t nb, float* dst) {
+  const Desc& d = f.d;
+  const int64_t Hp = f.inner.Hp(), Wq = f.inner.Wp(), C = d.G * d.Ci;
+  if (d.sw == 1) {
+    pad_copy(x, nb, C, d.H, d.W, Hp, Wq, d.ph, d.pw, dst);
+    return;
+  }
+  const int64_t sw = d.sw;
+  loop(nb * C * sw * Hp, [&](int64_t item) {
+    const int64_t hp = item % Hp, phase = (item / Hp) % sw, plane = item / (Hp * sw);
+    float* out = dst + item * Wq;
+    const int64_t h = hp - d.ph;
+    if (h < 0 || h >= d.H) {
+      std::memset(out, 0, sizeof(float) * Wq);
+      return;
+    }
+    const float* row = x + (plane * d.H + h) * d.W;
+    // Columns j with 0 <= j*sw + phase - pw < W: [jlo, jhi).
+    const int64_t first = phase - d.pw;
+    const int64_t jlo = std::min<int64_t>(Wq, first >= 0 ? 0 : (-first + sw - 1) / sw);
+    const int64_t jhi = std::clamp<int64_t>(first >= d.W ? 0 : (d.W - first + sw - 1) / sw, jlo, Wq);
+    std::memset(out, 0, sizeof(float) * jlo);
+    for (int64_t j = jlo; j < jhi; ++j) out[j] = row[j * sw + first];
+    std::memset(out + jhi, 0, sizeof(float) * (Wq - jhi));
+  });
+}
+
+// The inner convolution's weights: wi[k][c*sw + ph][r][t] = w[k][c][r][t*sw + ph] (0 where
+// t*sw + ph >= S).
+void few_inner_weights(const FewDesc& f, const float* w, float* wi) {
+  const Desc& d = f.d;
+  const int64_t sw = d.sw, T = f.inner.S;
+  loop(d.G * d.Co * d.Ci, [&](int64_t kc) {
+    for (int64_t ph = 0; ph < sw; ++ph)
+      for (int64_t r = 0; r < d.R; ++r)
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t s = t * sw + ph;
+          wi[((kc * sw + ph) * d.R + r) * T + t] = s < d.S ? w[(kc * d.R + r) * d.S + s] : 0.f;
+        }
   });
 }
 
@@ -866,17 +925,26 @@ FewTileFn few_fn(int ki, int wv) {
   return t[ki - 1][wv - 1];
 }
 
-// Forward-form few-channel convolution (sw == 1): x NCHW, w [G*Co][Ci][R][S].
-void few_forward_form(const Desc& d, const float* x, const float* w, const float* bias, float* y,
-                      float* xp_buf, bool relu = false, float slope = 0.f) {
-  const FewDesc f = few_desc(d);
+// Forward-form few-channel convolution: x NCHW, w [G*Co][Ci][R][S]. The workspace holds the
+// inner weights (sw > 1) and then the padded input chunk.
+void few_forward_form(const Desc& outer, const float* x, const float* w_outer, const float* bias,
+                      float* y, float* ws, bool relu = false, float slope = 0.f) {
+  const FewDesc f = few_desc(outer);
+  const Desc& d = f.inner;
+  Carver cv(ws);
+  float* wi = cv.take(f.inner_weights());
+  float* xp_buf = cv.take(0);
+  const float* w = w_outer;
+  if (outer.sw > 1) {
+    few_inner_weights(f, w_outer, wi);
+    w = wi;
+  }
   const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
   const int64_t KS = ceil_div(d.Co, T::kKI);
   const int64_t tile_px = T::kWV * L;
   for (int64_t n0 = 0; n0 < d.N; n0 += f.nb) {
     const int64_t nb = std::min(f.nb, d.N - n0);
-    pad_copy(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G * d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw,
-             xp_buf);
+    few_input_copy(f, x + n0 * outer.G * outer.Ci * outer.H * outer.W, nb, xp_buf);
     // Slack after the last plane: vector reads of the last row may run up to L - 1 past it.
     once([&] { std::memset(xp_buf + nb * f.img(), 0, sizeof(float) * L); });
     loop(nb * d.G * KS * P, [&](int64_t item) {
@@ -919,7 +987,7 @@ void few_forward_form(const Desc& d, const float* x, const float* w, const float
 
 int64_t ws_few_forward_form(const Desc& d) {
   const FewDesc f = few_desc(d);
-  return kAlignSlack + round_up(f.nb * f.img() + L, 16);
+  return kAlignSlack + round_up(f.inner_weights(), 16) + round_up(f.nb * f.img() + L, 16);
 }
 
 // Few-channel weight gradient (sw == 1): per output channel and tap, vector partial sums
@@ -1024,18 +1092,24 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
   float* xp = cv.take(z.xp);
   auto* offs = reinterpret_cast<int64_t*>(cv.take(z.offs));
   float* accv = cv.take(z.accv);
-  const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q, T = z.T;
+  // Hp x Wp: the planes the tiles read (phase planes for sw > 1, see few_desc).
+  const int64_t Hp = z.f.inner.Hp(), Wp = z.f.inner.Wp(), P = d.P, Q = d.Q, T = z.T;
+  const int64_t sw = d.sw;
   once([&] {
     for (int64_t c = 0, t = 0; c < d.Ci; ++c)
       for (int64_t r = 0; r < d.R; ++r)
-        for (int64_t s = 0; s < d.S; ++s, ++t) offs[t] = c * Hp * Wp + r * d.dh * Wp + s * d.dw;
+        for (int64_t s = 0; s < d.S; ++s, ++t) {
+          const int64_t plane = sw == 1 ? c : c * sw + s % sw;
+          const int64_t col = sw == 1 ? s * d.dw : s / sw;
+          offs[t] = plane * Hp * Wp + r * d.dh * Wp + col;
+        }
     std::memset(accv, 0, sizeof(float) * z.accv);
   });
   const int64_t KS = ceil_div(d.Co, T::kTKI);
   const int64_t rows_per = std::max<int64_t>(1, 1024 / Q);
   for (int64_t n0 = 0; n0 < d.N; n0 += z.f.nb) {
     const int64_t nb = std::min(z.f.nb, d.N - n0);
-    pad_copy(x + n0 * d.G * d.Ci * d.H * d.W, nb, d.G * d.Ci, d.H, d.W, Hp, Wp, d.ph, d.pw, xp);
+    few_input_copy(z.f, x + n0 * d.G * d.Ci * d.H * d.W, nb, xp);
     once([&] { std::memset(xp + nb * z.f.img(), 0, sizeof(float) * L); });
     loop(d.G * KS, [&](int64_t item) {
       const int64_t ks = item % KS, g_ = item / KS;
@@ -1048,7 +1122,7 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
       a.Q = Q;
       a.accks = T * L;
       for (int64_t nl = 0; nl < nb; ++nl) {
-        const float* xg = xp + (nl * d.G + g_) * d.Ci * Hp * Wp;
+        const float* xg = xp + (nl * d.G + g_) * z.f.inner.Ci * Hp * Wp;
         const float* dyg = dy + ((n0 + nl) * g.K + kglob) * P * Q;
         for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
           a.rows = std::min(rows_per, P - oh0);
