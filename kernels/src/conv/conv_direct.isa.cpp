@@ -298,6 +298,7 @@ struct FwdTile {
   const float* w;    // packed weights at (group, ob0, ib 0)
   int64_t wos;       // floats between output blocks (IB * R * S * L * L)
   int64_t ncb, R, S;
+  int last_lanes;     // input channels in the last block (1..L): the zero lanes are skipped
   const float* bias;  // [OB][L] or nullptr
   float* y;           // NCHW output at (image, channel of ob0 lane 0, oh, ow0)
   int64_t yks;        // floats between output channels (P * Q)
@@ -341,12 +342,13 @@ void fwd_tile(const FwdTile& a) {
   const float* w = a.w;
   for (int64_t cb = 0; cb < a.ncb; ++cb) {
     const float* xc = a.x + cb * a.xcs;
+    const int lanes = cb + 1 == a.ncb ? a.last_lanes : L;
     for (int64_t r = 0; r < a.R; ++r) {
       const float* xr = xc + r * a.xrs;
       for (int64_t s = 0; s < a.S; ++s, w += L * L) {
         const float* xs = xr + s * a.xss;
 #pragma GCC unroll 2
-        for (int c = 0; c < L; ++c) {
+        for (int c = 0; c < lanes; ++c) {
           reg wv[OB];
 #pragma GCC unroll 4
           for (int j = 0; j < OB; ++j) {
@@ -418,6 +420,7 @@ void blocked_compute(const Desc& d, int64_t n0, int64_t nb, const float* xb, con
     a.ncb = CB;
     a.R = d.R;
     a.S = d.S;
+    a.last_lanes = static_cast<int>(d.Ci - (CB - 1) * L);
     a.bias = biasb ? biasb + (g * OBn + ob0) * L : nullptr;
     a.yks = P * Q;
     a.relu = relu;
@@ -704,13 +707,15 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
       a.Q = Q;
       a.dwjs = CB * RSLL;
       float* dwg = dwb + ((g_ * KB + kb0) * CB + cb) * RSLL;
+      // Input lanes past the channel count are zero in xb: their dwb rows stay zero unread.
+      const int64_t lanes = std::min<int64_t>(L, d.Ci - cb * L);
       for (int64_t nl = 0; nl < nb; ++nl) {
         const float* xg = xb + ((nl * d.G + g_) * CB + cb) * Hp * Wp * L;
         const float* dyg = dyb + ((nl * d.G + g_) * KB + kb0) * P * Q * L;
         for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
           a.rows = std::min(rows_per, P - oh0);
           a.dy = dyg + oh0 * Q * L;
-          for (int64_t ci0 = 0; ci0 < L; ci0 += T::kCI)
+          for (int64_t ci0 = 0; ci0 < lanes; ci0 += T::kCI)
             for (int64_t r = 0; r < R; ++r)
               for (int64_t s = 0; s < S; ++s) {
                 a.x = xg + ((oh0 * d.sh + r * d.dh) * Wp + s * d.dw) * L + ci0;
@@ -816,7 +821,8 @@ void few_input_copy(const FewDesc& f, const float* x, int64_t nb, float* dst) {
     // Columns j with 0 <= j*sw + phase - pw < W: [jlo, jhi).
     const int64_t first = phase - d.pw;
     const int64_t jlo = std::min<int64_t>(Wq, first >= 0 ? 0 : (-first + sw - 1) / sw);
-    const int64_t jhi = std::clamp<int64_t>(first >= d.W ? 0 : (d.W - first + sw - 1) / sw, jlo, Wq);
+    const int64_t past = first >= d.W ? 0 : (d.W - first + sw - 1) / sw;
+    const int64_t jhi = std::clamp<int64_t>(past, jlo, Wq);
     std::memset(out, 0, sizeof(float) * jlo);
     for (int64_t j = jlo; j < jhi; ++j) out[j] = row[j * sw + first];
     std::memset(out + jhi, 0, sizeof(float) * (Wq - jhi));
@@ -846,6 +852,7 @@ struct FewTile {
   const float* w;   // weights of the first output channel, [c][r][s]
   int64_t wks;      // floats between output channels (Ci * R * S)
   int64_t Ci, R, S;
+  int64_t phases, S_outer;  // column phase planes (1: none) and the taps per row they split
   const float* bias;  // of the first output channel, or nullptr
   float* y;         // NCHW at (image, first output channel, oh, ow0)
   int64_t yks;      // P * Q
@@ -870,11 +877,13 @@ void few_tile(const FewTile& a) {
 #pragma GCC unroll 16
     for (int v = 0; v < WV; ++v) acc[i][v] = b;
   }
-  for (int64_t c = 0; c < a.Ci; ++c)
+  for (int64_t c = 0; c < a.Ci; ++c) {
+    // Phase c % phases holds the taps s < S_outer of its residue: the zero-weight tail is skipped.
+    const int64_t taps = a.phases == 1 ? a.S : (a.S_outer - c % a.phases + a.phases - 1) / a.phases;
     for (int64_t r = 0; r < a.R; ++r) {
       const float* xr = a.x + c * a.xcs + r * a.xrs;
       const float* wr = a.w + (c * a.R + r) * a.S;
-      for (int64_t s = 0; s < a.S; ++s) {
+      for (int64_t s = 0; s < taps; ++s) {
         const float* xs = xr + s * a.dw;
         reg wv[KI];
 #pragma GCC unroll 8
@@ -888,6 +897,7 @@ void few_tile(const FewTile& a) {
         }
       }
     }
+  }
   if (a.relu) {
     const reg sl = V::set1(a.slope);
 #pragma GCC unroll 8
@@ -965,6 +975,8 @@ void few_forward_form(const Desc& outer, const float* x, const float* w_outer, c
       a.Ci = d.Ci;
       a.R = d.R;
       a.S = d.S;
+      a.phases = outer.sw;
+      a.S_outer = outer.S;
       a.bias = bias ? bias + kglob : nullptr;
       a.yks = P * Q;
       a.relu = relu;
