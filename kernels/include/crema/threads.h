@@ -8,6 +8,7 @@
 // set_num_threads() only records the request (requested_num_threads() returns it).
 #pragma once
 #include <cstdint>
+#include <climits>
 
 #if defined(CREMA_HAVE_OPENMP)
 #include <omp.h>
@@ -29,14 +30,32 @@ inline int64_t parallel_chunk(int64_t n, int nt) {
   return c > 0 ? c : 1;
 }
 
-// Runs body(i) for i in [0, n), split over num_threads() threads when the total work
-// (n * work_per_item, in rough element-operations) is large enough to pay for waking them.
+// A thread count per op, sized by its work: waking a thread and the barrier that ends a parallel
+// region cost microseconds on an idle machine and a scheduler quantum when another process holds
+// the core, so an op gets one thread per kWorkPerThread of work (rough element-operations, e.g.
+// multiply-adds; about 10-20 us of vector work), at most `max_threads`. A tiny op (LeNet's
+// 64 x 10 inner product, a small pooling) then runs on the calling thread alone, and two
+// threads are never slower than one on a tiny net.
+constexpr int64_t kWorkPerThread = int64_t{1} << 18;
+inline int threads_for_work(int64_t work, int max_threads) {
+  const int64_t t = work / kWorkPerThread;
+  if (t <= 1 || max_threads <= 1) return 1;
+  return t < max_threads ? static_cast<int>(t) : max_threads;
+}
+// n * work_per_item, saturated (the product only sizes the thread count).
+inline int64_t total_work(int64_t n, int64_t work_per_item) {
+  int64_t w;
+  return __builtin_mul_overflow(n, work_per_item, &w) ? INT64_MAX : w;
+}
+
+// Runs body(i) for i in [0, n), split over up to num_threads() threads, as many as the total
+// work (n * work_per_item, in rough element-operations) pays for (threads_for_work).
 // Items must be independent (any thread may run any item).
 template <class Body>
 void parallel_for(int64_t n, int64_t work_per_item, Body&& body) {
 #if defined(CREMA_HAVE_OPENMP)
-  const int nt = num_threads();
-  const bool worth_it = nt > 1 && n > 1 && n * work_per_item >= (int64_t{1} << 15);
+  const int nt = threads_for_work(total_work(n, work_per_item), num_threads());
+  const bool worth_it = nt > 1 && n > 1;
   const int64_t chunk = parallel_chunk(n, nt);
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(nt) if (worth_it)
   for (int64_t i = 0; i < n; ++i) body(i);
@@ -52,8 +71,8 @@ void parallel_for(int64_t n, int64_t work_per_item, Body&& body) {
 template <class Body>
 void parallel_for_indexed(int64_t n, int64_t work_per_item, int threads, Body&& body) {
 #if defined(CREMA_HAVE_OPENMP)
-  const int nt = threads > 0 ? threads : 1;
-  const bool worth_it = nt > 1 && n > 1 && n * work_per_item >= (int64_t{1} << 15);
+  const int nt = threads_for_work(total_work(n, work_per_item), threads > 0 ? threads : 1);
+  const bool worth_it = nt > 1 && n > 1;
   const int64_t chunk = parallel_chunk(n, nt);
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(nt) if (worth_it)
   for (int64_t i = 0; i < n; ++i) body(i, omp_get_thread_num());

@@ -68,7 +68,7 @@ constexpr int64_t kChunkFloats = int64_t{1} << 21;  // 8 MB
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Threading: every kernel call is ONE parallel region (run_region, num_threads() threads) whose
+// Threading: every kernel call is ONE parallel region (run_region, threads sized by its work) whose
 // phases -- weight packing, layout transforms, the micro-kernel loops -- are worksharing loops
 // (loop) or single-thread steps (once), each ending in a barrier. Waking a team costs a
 // scheduler latency when another process holds the core (milliseconds on a shared machine), a
@@ -78,8 +78,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <class Body>
 void run_region(int64_t work, Body&& body) {
 #if defined(CREMA_HAVE_OPENMP)
-  const int nt = num_threads();
-  const bool par = nt > 1 && work >= (int64_t{1} << 20);
+  const int nt = threads_for_work(work, num_threads());  // work: multiply-adds
+  const bool par = nt > 1;
 #pragma omp parallel num_threads(nt) if (par)
   body();
 #else
