@@ -183,7 +183,9 @@ class Net:
 
     def _init(self, param):
         self.layers, self.layer_params = [], []
-        self.backward_hooks = []
+        # pycaffe's callbacks: fn(i) around layer i's forward / backward step (Net::before_forward ...)
+        self._before_forward, self._after_forward = [], []
+        self._before_backward, self._after_backward = [], []
         self._reshaped_for = []  # per layer: the bottom shapes of its last reshape
         self.blobs = OrderedDict()
         self.top_names, self.bottom_names = OrderedDict(), OrderedDict()
@@ -504,9 +506,12 @@ class Net:
         """Run layers lo..hi; with `seconds` (a list per layer), add each layer's wall time."""
         loss = 0.0
         skip = -1  # a ReLU whose convolution applied it (fused) in this range
+        before, after = self._before_forward, self._after_forward
         for i in range(lo, hi + 1):
             if i == skip:
                 continue
+            for hook in before:
+                hook(i)
             start = time.perf_counter() if seconds is not None else 0.0
             layer = self.layers[i]
             bottoms = self._bottom_blobs[i]
@@ -515,8 +520,10 @@ class Net:
                 # reshaped by a Python layer's forward) flows on without a net.reshape()
                 self._call(layer, "reshape", bottoms, self._top_blobs[i])
                 self._reshaped_for[i] = tuple(b.shape for b in bottoms)
-            slope = self._fused_relu.get(i)
-            if slope is not None:  # fuse only when the ReLU runs in this range too
+            # fuse only when the ReLU runs in this range too, and not while forward callbacks
+            # watch the layers one by one (they must see the convolution's own output)
+            slope = None if before or after else self._fused_relu.get(i)
+            if slope is not None:
                 layer.relu_epilogue = slope if i + 1 <= hi else None
             try:
                 self._call(layer, "forward", self._bottom_blobs[i], self._top_blobs[i])
@@ -527,6 +534,8 @@ class Net:
                 skip = i + 1
             if seconds is not None:
                 seconds[i] += time.perf_counter() - start
+            for hook in after:
+                hook(i)
         for blob, w in self._loss_tops:
             loss += w * float(np.sum(blob.data, dtype=np.float64))
         return loss
@@ -544,22 +553,38 @@ class Net:
         return {name: self.blobs[name].diff for name in names}
 
     def _backward_range(self, hi, lo, seconds=None):
-        hooks = self.backward_hooks
+        before, after = self._before_backward, self._after_backward
         for i in range(hi, lo - 1, -1):
+            for hook in before:
+                hook(i)
             if self._layer_need_backward[i]:
                 start = time.perf_counter() if seconds is not None else 0.0
                 self._call(self.layers[i], "backward", self._bottom_blobs[i], self._top_blobs[i],
                            self._bottom_need_backward[i])
                 if seconds is not None:
                     seconds[i] += time.perf_counter() - start
-            for hook in hooks:
+            for hook in after:
                 hook(i)
 
-    def add_backward_hook(self, hook):
-        """Call hook(i) after layer i's backward step (also for layers that skip backward), in
-        backward order: a gradient reducer starts sending a parameter's diff once every layer
-        using it (net.param_layers) has run."""
-        self.backward_hooks.append(hook)
+    def before_forward(self, fn):
+        """Call fn(i) before layer i's forward step (pycaffe's Net.before_forward). While any
+        forward callback is registered, convolutions do not fuse their ReLU."""
+        self._before_forward.append(fn)
+
+    def after_forward(self, fn):
+        """Call fn(i) after layer i's forward step (pycaffe's Net.after_forward)."""
+        self._after_forward.append(fn)
+
+    def before_backward(self, fn):
+        """Call fn(i) before layer i's backward step, also for layers that skip backward
+        (pycaffe's Net.before_backward)."""
+        self._before_backward.append(fn)
+
+    def after_backward(self, fn):
+        """Call fn(i) after layer i's backward step, also for layers that skip backward, in
+        backward order (pycaffe's Net.after_backward): a gradient reducer starts sending a
+        parameter's diff once every layer using it (net.param_layers) has run."""
+        self._after_backward.append(fn)
 
     def forward_backward(self, forward_seconds=None, backward_seconds=None):
         """One forward and backward over the whole net (what a solver iteration runs); returns

@@ -67,7 +67,7 @@ class GroupReducer:
         self.comm_seconds = 0.0
         self.wait_seconds = 0.0
         if self.size > 1:
-            net.add_backward_hook(self._after_layer)
+            net.after_backward(self._after_layer)
 
     def start_iteration(self, iter_size):
         self.passes_left = iter_size

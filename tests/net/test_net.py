@@ -349,3 +349,31 @@ def test_forward_backward_times_the_training_passes_per_layer():
         assert fwd[2] == 0.0 and bwd[2] > 0
     else:
         assert fwd[2] > 0
+
+
+def test_pycaffe_layer_callbacks_see_every_layer_in_order():
+    """net.before_forward/after_forward/before_backward/after_backward (pycaffe's Net callbacks):
+    fn(i) around each layer's step, forward in layer order, backward in reverse order and also for
+    layers that skip backward; a watched convolution does not fuse its ReLU, so the callback after
+    it sees the convolution's own (negative-valued) output."""
+    net = engine.Net("""name: "cb"
+        layer { name: "in" type: "Input" top: "x" top: "t"
+          input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } shape { dim: 2 dim: 4 dim: 4 dim: 4 } } }
+        layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+          convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" } } }
+        layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "c" bottom: "t" top: "l" }
+        """, engine.TRAIN)
+    net.blobs["x"].data[...] = np.random.default_rng(1).standard_normal(net.blobs["x"].shape)
+    calls, conv_min = [], []
+    net.before_forward(lambda i: calls.append(("bf", i)))
+    net.after_forward(lambda i: calls.append(("af", i)))
+    net.after_forward(lambda i: conv_min.append(float(net.blobs["c"].data.min())) if i == 1 else None)
+    net.before_backward(lambda i: calls.append(("bb", i)))
+    net.after_backward(lambda i: calls.append(("ab", i)))
+    net.forward()
+    net.backward()
+    assert calls == [(k, i) for i in range(4) for k in ("bf", "af")] + \
+        [(k, i) for i in (3, 2, 1, 0) for k in ("bb", "ab")]
+    assert conv_min[0] < 0  # the ReLU had not run yet: no fusion while callbacks watch
+    assert net.blobs["c"].data.min() >= 0
