@@ -148,7 +148,8 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
                           const ConvScratch& s);                                               \
   void conv_bwd_weights_gemm(const float* x, const float* dy, float* dw, float* db,            \
                              const ConvGeom& g, const ConvScratch& s);                         \
-  int64_t ws_conv_gemm(const ConvGeom& g);
+  int64_t ws_conv_gemm(const ConvGeom& g);                                                     \
+  int64_t min_ws_conv_gemm(const ConvGeom& g);
 
 namespace avx2_impl {
 CREMA_CONV_ISA_DECLS

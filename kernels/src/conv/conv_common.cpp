@@ -249,7 +249,8 @@ const ConvKernel<ConvFwdFn> kFwdRows[] = {
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_fwd,
      avx512_impl::conv_fwd_fewc, avx512_impl::ws_fwd_fewc},
     {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::fwd>,
-     avx512_impl::conv_fwd_gemm, avx512_impl::ws_conv_gemm},
+     avx512_impl::conv_fwd_gemm, avx512_impl::ws_conv_gemm, nullptr,
+     avx512_impl::min_ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any, avx512_impl::conv_fwd_blocked,
      avx512_impl::ws_fwd_blocked, avx512_impl::wcache_fwd_blocked},
 #endif
@@ -258,7 +259,8 @@ const ConvKernel<ConvFwdFn> kFwdRows[] = {
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_fwd,
      avx2_impl::conv_fwd_fewc, avx2_impl::ws_fwd_fewc},
     {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::fwd>,
-     avx2_impl::conv_fwd_gemm, avx2_impl::ws_conv_gemm},
+     avx2_impl::conv_fwd_gemm, avx2_impl::ws_conv_gemm, nullptr,
+     avx2_impl::min_ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any, avx2_impl::conv_fwd_blocked,
      avx2_impl::ws_fwd_blocked, avx2_impl::wcache_fwd_blocked},
 #endif
@@ -272,7 +274,8 @@ const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_data,
      avx512_impl::conv_bwd_data_fewc, avx512_impl::ws_bwd_data_fewc},
     {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::bwd_data>,
-     avx512_impl::conv_bwd_data_gemm, avx512_impl::ws_conv_gemm},
+     avx512_impl::conv_bwd_data_gemm, avx512_impl::ws_conv_gemm, nullptr,
+     avx512_impl::min_ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any,
      avx512_impl::conv_bwd_data_blocked, avx512_impl::ws_bwd_data_blocked},
 #endif
@@ -281,7 +284,8 @@ const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_data,
      avx2_impl::conv_bwd_data_fewc, avx2_impl::ws_bwd_data_fewc},
     {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::bwd_data>,
-     avx2_impl::conv_bwd_data_gemm, avx2_impl::ws_conv_gemm},
+     avx2_impl::conv_bwd_data_gemm, avx2_impl::ws_conv_gemm, nullptr,
+     avx2_impl::min_ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_data_blocked, avx2_impl::ws_bwd_data_blocked},
 #endif
@@ -294,7 +298,8 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights,
      avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
     {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::bwd_weights>,
-     avx512_impl::conv_bwd_weights_gemm, avx512_impl::ws_conv_gemm},
+     avx512_impl::conv_bwd_weights_gemm, avx512_impl::ws_conv_gemm, nullptr,
+     avx512_impl::min_ws_conv_gemm},
     {"direct_blocked_avx512", Isa::avx512, any,
      avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
 #endif
@@ -302,7 +307,8 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights,
      avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
     {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::bwd_weights>,
-     avx2_impl::conv_bwd_weights_gemm, avx2_impl::ws_conv_gemm},
+     avx2_impl::conv_bwd_weights_gemm, avx2_impl::ws_conv_gemm, nullptr,
+     avx2_impl::min_ws_conv_gemm},
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
 #endif

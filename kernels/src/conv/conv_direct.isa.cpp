@@ -99,6 +99,15 @@ void loop(int64_t n, Fn&& fn) {
 #endif
 }
 
+// Threads of the running region (1 outside one).
+int team_size() {
+#if defined(CREMA_HAVE_OPENMP)
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 template <class Fn>
 void once(Fn&& fn) {
 #if defined(CREMA_HAVE_OPENMP)
@@ -686,7 +695,12 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
   float* dwb = cv.take(z.dwb);
   const int64_t CB = d.CB(), KB = d.OBn(), Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
   const int64_t R = d.R, S = d.S, RSLL = R * S * L * L;
-  const int64_t KS = ceil_div(KB, T::kKJ);  // kb sets
+  // kb sets of kj_step output blocks; narrower sets where there would be fewer than two items
+  // per thread (LeNet conv2: one set of 4 blocks x 2 channel blocks = 2 items, one of them a
+  // 4-lane tail block) so that the team shares the work out evenly.
+  int64_t kj_step = T::kKJ;
+  while (kj_step > 1 && d.G * ceil_div(KB, kj_step) * CB < 2 * team_size()) kj_step /= 2;
+  const int64_t KS = ceil_div(KB, kj_step);
   once([&] { std::memset(dwb, 0, sizeof(float) * z.dwb); });
   const int64_t rows_per = std::max<int64_t>(1, 128 / Q);
   const bool unit = d.sw == 1;
@@ -697,8 +711,8 @@ void blocked_bwd_weights(const ConvGeom& g, const float* x, const float* dy, flo
     loop(d.G * KS * CB, [&](int64_t item) {
       const int64_t cb = item % CB, rest = item / CB;
       const int64_t ks = rest % KS, g_ = rest / KS;
-      const int64_t kb0 = ks * T::kKJ;
-      const int kj = static_cast<int>(std::min<int64_t>(T::kKJ, KB - kb0));
+      const int64_t kb0 = ks * kj_step;
+      const int kj = static_cast<int>(std::min<int64_t>(kj_step, KB - kb0));
       BwwTileFn fn = bww_fn(kj, unit);
       BwwTile a;
       a.xrow = d.sh * Wp * L;

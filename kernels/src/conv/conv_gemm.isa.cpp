@@ -8,7 +8,9 @@
 // the data gradient computes every tap over the flipped convolution's zero border, which for a
 // large kernel on a small map (LeNet's conv2: 5x5 over 8x8, 2.25x the real taps) is most of the
 // work. The rows' supports() rule (conv_gemm_preferred, conv_common.cpp) says where this wins.
-// Threads: the SGEMM shares its blocks out (threads.h), im2col / col2im run over rows / planes.
+// Threads: with at least two chunks per thread each thread takes whole chunks in its own slot of
+// the workspace (one parallel region per call); else each op inside is threaded (the SGEMM
+// shares its blocks out, im2col / col2im run over rows / planes).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -148,76 +150,123 @@ void gather_chunk(const ConvGeom& g, const GemmPlan& pl, const float* a, int64_t
   });
 }
 
+// One thread's scratch: the im2col matrix, the gathered dy / y chunk and (weight gradient) a
+// private dW that is summed into dw at the end.
+struct Slot {
+  float *col, *stage, *dw;
+};
+
+int64_t slot_floats(const ConvGeom& g, const GemmPlan& pl) {
+  return pl.col_floats() + round16(g.Kg() * pl.cols()) + round16(g.K * pl.CRS);
+}
+
+Slot slot_at(const ConvGeom& g, const GemmPlan& pl, float* ws, int64_t t) {
+  float* base = ws + t * slot_floats(g, pl);
+  return {base, base + pl.col_floats(), base + pl.col_floats() + round16(g.Kg() * pl.cols())};
+}
+
+// Runs chunk(n0, nb, slot, one) over the chunks of images. With enough chunks each thread takes
+// whole chunks (one parallel region per call; the SGEMM and the copies inside run on that
+// thread alone, `one` true); else the chunks run in turn, each op threaded inside. Threads are
+// limited by the slots the workspace holds (ConvScratch::ws_floats).
+int64_t chunk_slots(const ConvGeom& g, const GemmPlan& pl, const ConvScratch& s) {
+  const int64_t chunks = (g.N + pl.nb - 1) / pl.nb;
+  const int64_t slots = std::min<int64_t>(
+      {static_cast<int64_t>(num_threads()), s.ws_floats / slot_floats(g, pl), chunks / 2});
+  return slots >= 2 ? slots : 1;
+}
+
+template <class Chunk>
+int64_t for_chunks(const ConvGeom& g, const GemmPlan& pl, const ConvScratch& s, Chunk&& chunk) {
+  const int64_t chunks = (g.N + pl.nb - 1) / pl.nb;
+  const int64_t slots = chunk_slots(g, pl, s);
+  if (slots >= 2) {
+    const int64_t work = g.Kg() * pl.CRS * pl.cols() * g.G;  // multiply-adds per chunk
+    parallel_for_indexed(chunks, work, static_cast<int>(slots), [&](int64_t c, int t) {
+      const int64_t n0 = c * pl.nb;
+      chunk(n0, std::min(pl.nb, g.N - n0), slot_at(g, pl, s.ws, t), true);
+    });
+    return slots;
+  }
+  for (int64_t n0 = 0; n0 < g.N; n0 += pl.nb)
+    chunk(n0, std::min(pl.nb, g.N - n0), slot_at(g, pl, s.ws, 0), false);
+  return 1;
+}
+
 }  // namespace
 
 int64_t ws_conv_gemm(const ConvGeom& g) {
-  const GemmPlan pl = gemm_plan(g);
-  return pl.col_floats() + round16(g.Kg() * pl.cols());
+  return slot_floats(g, gemm_plan(g)) * num_threads();
 }
+int64_t min_ws_conv_gemm(const ConvGeom& g) { return slot_floats(g, gemm_plan(g)); }
 
 void conv_fwd_gemm(const float* x, const float* w, const float* bias, float* y,
                    const ConvGeom& g, const ConvScratch& s, bool relu, float slope) {
   const GemmPlan pl = gemm_plan(g);
-  float* col = s.ws;
-  float* yt = s.ws + pl.col_floats();
   const int64_t Kg = g.Kg();
-  for (int64_t n0 = 0; n0 < g.N; n0 += pl.nb) {
-    const int64_t nb = std::min(pl.nb, g.N - n0), J = nb * pl.PQ;
+  for_chunks(g, pl, s, [&](int64_t n0, int64_t nb, const Slot& sl, bool) {
+    const int64_t J = nb * pl.PQ;
     for (int64_t gi = 0; gi < g.G; ++gi) {
-      im2col_chunk(g, pl, x, n0, nb, gi, col);
-      sgemm({false, false, Kg, J, pl.CRS, 1.f, w + gi * Kg * pl.CRS, pl.CRS, col, J, 0.f, yt,
-             J});
+      im2col_chunk(g, pl, x, n0, nb, gi, sl.col);
+      sgemm({false, false, Kg, J, pl.CRS, 1.f, w + gi * Kg * pl.CRS, pl.CRS, sl.col, J, 0.f,
+             sl.stage, J});
       parallel_for(Kg * nb, pl.PQ, [&](int64_t item) {
         const int64_t k = item / nb, nl = item % nb;
-        const float* src = yt + k * J + nl * pl.PQ;
+        const float* src = sl.stage + k * J + nl * pl.PQ;
         float* dst = y + ((n0 + nl) * g.K + gi * Kg + k) * pl.PQ;
-        const V::reg b = V::set1(bias ? bias[gi * Kg + k] : 0.f), sl = V::set1(slope);
+        const V::reg b = V::set1(bias ? bias[gi * Kg + k] : 0.f), sv = V::set1(slope);
         int64_t i = 0;
         for (; i + L <= pl.PQ; i += L) {
           const V::reg v = V::add(V::loadu(src + i), b);
-          V::storeu(dst + i, relu ? V::relu(v, sl) : v);
+          V::storeu(dst + i, relu ? V::relu(v, sv) : v);
         }
         if (i < pl.PQ) {
           const int64_t m = pl.PQ - i;
           const V::reg v = V::add(V::maskz_loadu(src + i, m), b);
-          V::mask_storeu(dst + i, relu ? V::relu(v, sl) : v, m);
+          V::mask_storeu(dst + i, relu ? V::relu(v, sv) : v, m);
         }
       });
     }
-  }
+  });
 }
 
 void conv_bwd_data_gemm(const float* dy, const float* w, float* dx, const ConvGeom& g,
                         const ConvScratch& s) {
   const GemmPlan pl = gemm_plan(g);
-  float* col = s.ws;
-  float* dyt = s.ws + pl.col_floats();
   const int64_t Kg = g.Kg();
-  for (int64_t n0 = 0; n0 < g.N; n0 += pl.nb) {
-    const int64_t nb = std::min(pl.nb, g.N - n0), J = nb * pl.PQ;
+  for_chunks(g, pl, s, [&](int64_t n0, int64_t nb, const Slot& sl, bool) {
+    const int64_t J = nb * pl.PQ;
     for (int64_t gi = 0; gi < g.G; ++gi) {
-      gather_chunk(g, pl, dy, n0, nb, gi, dyt);
-      sgemm({true, false, pl.CRS, J, Kg, 1.f, w + gi * Kg * pl.CRS, pl.CRS, dyt, J, 0.f, col,
-             J});
-      col2im_chunk(g, pl, col, n0, nb, gi, dx);
+      gather_chunk(g, pl, dy, n0, nb, gi, sl.stage);
+      sgemm({true, false, pl.CRS, J, Kg, 1.f, w + gi * Kg * pl.CRS, pl.CRS, sl.stage, J, 0.f,
+             sl.col, J});
+      col2im_chunk(g, pl, sl.col, n0, nb, gi, dx);
     }
-  }
+  });
 }
 
 void conv_bwd_weights_gemm(const float* x, const float* dy, float* dw, float* db,
                            const ConvGeom& g, const ConvScratch& s) {
   const GemmPlan pl = gemm_plan(g);
-  float* col = s.ws;
-  float* dyt = s.ws + pl.col_floats();
-  const int64_t Kg = g.Kg();
-  for (int64_t n0 = 0; n0 < g.N; n0 += pl.nb) {
-    const int64_t nb = std::min(pl.nb, g.N - n0), J = nb * pl.PQ;
+  const int64_t Kg = g.Kg(), wn = g.K * pl.CRS;
+  // Threads sharing out chunks each sum into their slot's dW (zeroed first); one thread at a
+  // time sums straight into dw.
+  const int64_t slots = chunk_slots(g, pl, s);
+  for (int64_t t = 0; t < slots && slots >= 2; ++t)
+    std::memset(slot_at(g, pl, s.ws, t).dw, 0, sizeof(float) * wn);
+  const int64_t used = for_chunks(g, pl, s, [&](int64_t n0, int64_t nb, const Slot& sl, bool one) {
+    const int64_t J = nb * pl.PQ;
+    float* acc = one ? sl.dw : dw;
     for (int64_t gi = 0; gi < g.G; ++gi) {
-      im2col_chunk(g, pl, x, n0, nb, gi, col);
-      gather_chunk(g, pl, dy, n0, nb, gi, dyt);
-      sgemm({false, true, Kg, pl.CRS, J, 1.f, dyt, J, col, J, 1.f, dw + gi * Kg * pl.CRS,
-             pl.CRS});
+      im2col_chunk(g, pl, x, n0, nb, gi, sl.col);
+      gather_chunk(g, pl, dy, n0, nb, gi, sl.stage);
+      sgemm({false, true, Kg, pl.CRS, J, 1.f, sl.stage, J, sl.col, J, 1.f,
+             acc + gi * Kg * pl.CRS, pl.CRS});
     }
+  });
+  for (int64_t t = 0; t < used && used >= 2; ++t) {
+    const float* part = slot_at(g, pl, s.ws, t).dw;
+    parallel_for(wn, 1, [&](int64_t i) { dw[i] += part[i]; });
   }
   if (db) {
     parallel_for(g.K, g.N * pl.PQ, [&](int64_t k) {
