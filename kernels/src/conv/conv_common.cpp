@@ -186,7 +186,11 @@ bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
 //     stride 2 at e = 1: 0.74; weight gradients at e >= 0.7: 0.21-0.85).
 //   scalar: no GEMM row (the scalar rows are the reference loops).
 // The few-channel direct rows stay ahead of these rows in the tables (LeNet conv1: 1.0).
+// The GEMM's workspace holds one image's im2col matrix per thread (Cg*R*S x P*Q floats): above
+// 2^22 floats (16 MB; a 3x3 layer of 128 channels at 224x224 would take 231 MB) the direct rows
+// run instead.
 bool conv_gemm_preferred(const ConvGeom& g, ConvPass pass, Isa isa) {
+  if (g.Cg() * g.R * g.S * g.P() * g.Q() > (int64_t{1} << 22)) return false;
   const int64_t L = isa == Isa::avx512 ? 16 : 8;
   const auto used = [L](int64_t c) { return double(c) / double((c + L - 1) / L * L); };
   const double e = used(g.Cg()) * used(g.Kg());
