@@ -270,9 +270,8 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         with that negative_slope into the kernel's epilogue."""
         relu = relu_slope is not None
         if self.precision == "bf16":
-            bf16.conv_forward(x, w, bias, y, self.native_geometry, self.bf16_scratch)
-            if relu:
-                kernels.relu_forward(y, y, float(relu_slope))
+            bf16.conv_forward(x, w, bias, y, self.native_geometry, self.bf16_scratch,
+                              relu_slope=relu_slope)
             return
         kernels.conv_forward(x, w, bias, y, self.native_geometry, self.conv_ws, relu=relu,
                              negative_slope=float(relu_slope) if relu else 0.0,
