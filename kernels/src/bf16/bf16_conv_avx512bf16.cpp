@@ -22,6 +22,7 @@
 
 #include "crema/bf16.h"
 #include "crema/conv.h"
+#include "crema/region.h"
 #include "crema/simd.h"
 #include "crema/threads.h"
 
@@ -44,56 +45,9 @@ constexpr int kKJ = 4, kTT = 6;
 // Images are processed in chunks whose bf16 copies hold at most this many elements (>= 1 image).
 constexpr int64_t kChunkElems = int64_t{1} << 21;  // 4 MB
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+// ceil_div, round_up, run_region, loop, once, Carver: crema/region.h (shared with the float32
+// direct kernels).
 
-template <class Body>
-void run_region(int64_t work, Body&& body) {
-#if defined(CREMA_HAVE_OPENMP)
-  const int nt = num_threads();
-  const bool par = nt > 1 && work >= (int64_t{1} << 20);
-#pragma omp parallel num_threads(nt) if (par)
-  body();
-#else
-  (void)work;
-  body();
-#endif
-}
-
-template <class Fn>
-void loop(int64_t n, Fn&& fn) {
-#if defined(CREMA_HAVE_OPENMP)
-  const int64_t chunk = std::max<int64_t>(1, n / (int64_t{16} * omp_get_num_threads()));
-#pragma omp for schedule(dynamic, chunk)
-  for (int64_t i = 0; i < n; ++i) fn(i);
-#else
-  for (int64_t i = 0; i < n; ++i) fn(i);
-#endif
-}
-
-template <class Fn>
-void once(Fn&& fn) {
-#if defined(CREMA_HAVE_OPENMP)
-#pragma omp single
-  fn();
-#else
-  fn();
-#endif
-}
-
-// Workspace carving in floats, 64-byte aligned pieces; bf16 buffers take half a float each.
-constexpr int64_t kAlignSlack = 16;
-struct Carver {
-  float* p;
-  explicit Carver(float* base)
-      : p(reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(base) + 63) & ~uintptr_t{63})) {}
-  float* take(int64_t floats) {
-    float* r = p;
-    p += round_up(floats, 16);
-    return r;
-  }
-  uint16_t* take_bf16(int64_t n) { return reinterpret_cast<uint16_t*>(take(ceil_div(n, 2))); }
-};
 int64_t floats_of_bf16(int64_t n) { return round_up(ceil_div(n, 2), 16); }
 
 bf16x32 as_bh(__m512i v) { return reinterpret_cast<bf16x32&>(v); }
