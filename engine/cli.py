@@ -626,6 +626,9 @@ def cmd_time(flags):
     import engine
     net = _build_net(flags, engine.TRAIN)
     log.info("Use CPU.")
+    if flags.precision:
+        net.set_precision(_precision(flags))
+        log.info("Precision: %s", flags.precision)
     n = flags.iterations
     log.info("Performing Forward")
     net.forward()

@@ -293,6 +293,18 @@ def test_time_command(trained):
         assert re.search(r"Peak: [0-9.e+-]+ GFLOP/s \(", log)
 
 
+def test_time_precision(trained):
+    """-precision reaches the timed net (it was once accepted and ignored)."""
+    folder, _ = trained
+    res = crema(["time", "-model", "net.prototxt", "-iterations", "2", "-precision", "bf16"],
+                folder)
+    assert_ok(res)
+    assert "Precision: bf16" in res.stderr
+    res = crema(["time", "-model", "net.prototxt", "-iterations", "2", "-precision", "fp8"],
+                folder)
+    assert res.returncode != 0 and "flag -precision takes fp32 or bf16, got 'fp8'" in res.stderr
+
+
 def test_time_flop_counts():
     import engine
     from engine.cli import layer_flops
