@@ -165,10 +165,12 @@ def input_tiles(x, pad, m):
         strides=(s[0], s[1], m * s[2], m * s[3], s[2], s[3]), writeable=False)
 
 
-def conv2d_forward(x, weight, bias=None, pad=(0, 0), m=4, points=None, u=None):
+def conv2d_forward(x, weight, bias=None, pad=(0, 0), m=4, points=None, u=None, operands=None):
     """Winograd F(m x m, 3 x 3) convolution. x (N, C, H, W), weight (K, C, 3, 3), bias (K,) or
     None. Every step runs in x's dtype (float32 reproduces the native kernels' rounding
     behaviour, float64 checks the algebra). `u` may pass a precomputed transform_filter result.
+    `operands`, a function of an array, is applied to the transformed input V and filter U before
+    their product (engine.reference.bf16.round_bf16 gives the bf16-operand kernels' arithmetic).
     Returns (N, K, H + 2ph - 2, W + 2pw - 2)."""
     dtype = x.dtype
     n_img, channels, height, width = x.shape
@@ -184,6 +186,8 @@ def conv2d_forward(x, weight, bias=None, pad=(0, 0), m=4, points=None, u=None):
         u = transform_filter(weight, m, points, dtype)
     d = input_tiles(x, pad, m)                                   # N C th tw n n
     v = np.einsum("ai,nctuij,bj->abntuc", bt, d, bt)             # n n N th tw C
+    if operands is not None:
+        u, v = (np.asarray(operands(a), dtype=dtype) for a in (u, v))
     mm = np.einsum("abntuc,abck->abntuk", v, u)                   # n n N th tw K
     y = np.einsum("ia,abntuk,jb->nktiuj", at, mm, at)            # N K th m tw m
     th, tw = y.shape[2], y.shape[4]
@@ -198,9 +202,9 @@ def flip_filter(weight):
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def conv2d_backward_data(dy, weight, pad=(0, 0), m=4, points=None):
+def conv2d_backward_data(dy, weight, pad=(0, 0), m=4, points=None, operands=None):
     """dx of the forward above: the correlation of dy with the flipped, transposed filter and
     padding 2 - pad (stride 1, 3x3 only). dy (N, K, P, Q) -> dx (N, C, P - 2 + 2ph', ...)."""
     ph, pw = pad
     return conv2d_forward(dy, flip_filter(weight), None, (KERNEL - 1 - ph, KERNEL - 1 - pw),
-                          m, points)
+                          m, points, operands=operands)

@@ -6,17 +6,27 @@ Tolerances (stated, and why they hold):
 - GEMM: the reference is float64 on the bf16-rounded operands, so the only error left is the
   float32 accumulation: |c - ref| <= 2 * k * 2^-24 * (|alpha| |op(A)| @ |op(B)| + |beta c|)
   elementwise (the standard gamma_k bound, with a factor 2 for the epilogue's roundings).
-- Convolution passes, every row of every pass's table (the direct VDPBF16PS row and the
-  im2col + bf16 GEMM row, the latter under every ISA cap): the same bound with k the length of
-  each output's sum (C/G*R*S + 1 forward, K/G*R*S data gradient, N*P*Q + 1 weight gradient), the
-  magnitudes from the float64 convolution of the absolute values; the fused ReLU is 1-Lipschitz,
-  so the forward bound holds after it too.
+- Convolution passes, the direct VDPBF16PS row and the im2col + bf16 GEMM row (the latter
+  under every ISA cap): the same bound with k the length of each output's sum (C/G*R*S + 1
+  forward, K/G*R*S data gradient, N*P*Q + 1 weight gradient), the magnitudes from the float64
+  convolution of the absolute values; the fused ReLU is 1-Lipschitz, so the forward bound holds
+  after it too.
+- The Winograd row (forward and data gradient) rounds the transformed input V and filter U to
+  bf16, not x and w, so its reference is engine.reference.winograd in float64 with V and U
+  rounded (`operands`). The kernel computes V and U in float32 first, so an element close to a
+  bf16 rounding boundary may round the other way (one bf16 step, a few in a hundred thousand):
+  against that reference the RMS difference is at most 1e-3 of the output's RMS and the largest
+  5e-2 of it (a wrong layout or lost term gives order 1). Its accuracy against the exact float64
+  convolution, stated and checked: RMS error at most 3e-2 of the output's RMS (measured 1.2-1.7e-2
+  for unit-variance data, seven times the direct bf16 rows' 2.4e-3: the F(4x4) transforms
+  amplify the operands' rounding, see kernels/src/bf16/winograd_bf16_avx512bf16.cpp).
 """
 import numpy as np
 import pytest
 
 from engine import bf16, kernels
 from engine.reference import bf16 as ref
+from engine.reference import winograd as rw
 
 GEMM_ROWS = ("bf16gemm_avx512_bf16_14x32", "bf16gemm_avx512_12x32", "bf16gemm_avx2_4x16",
              "bf16gemm_scalar_4x8")
@@ -282,7 +292,7 @@ def test_conv_forward_fuses_relu_and_repacks_only_changed_weights(isa, row):
 def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     for op in bf16.CONV_OPS:
         names = [r[0] for r in bf16.conv_rows(op)]
-        assert names[-1] == CONV_ROWS[1] and set(names) <= set(CONV_ROWS)
+        assert names[-1] == CONV_ROWS[1] and set(names) <= set(CONV_ROWS + (WINOGRAD_ROW,))
     direct = (isa == "avx512" and kernels.cpu_info()["avx512_bf16"]
               and CONV_ROWS[0] in [r[0] for r in bf16.conv_rows("fwd")])
     unit, strided = CONV_CASES[0], CONV_CASES[1]
@@ -290,6 +300,74 @@ def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     assert bf16.conv_kernel_name("bwd_data", unit) == CONV_ROWS[0 if direct else 1]
     assert bf16.conv_kernel_name("bwd_data", strided) == CONV_ROWS[1]  # stride 2: im2col
     assert bf16.conv_kernel_name("bwd_weights", strided) == CONV_ROWS[1]  # sw 3: im2col
+    # a 128-channel 3x3 layer (the HEP net's): Winograd where the float32 rule picks it, which
+    # pins it per geometry (and across ranks); a geometry forced to direct gets the direct row
+    hep = (2, 128, 16, 16, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    winograd = direct and WINOGRAD_ROW in [r[0] for r in bf16.conv_rows("fwd")]
+    for op in ("fwd", "bwd_data"):
+        assert bf16.conv_kernel_name(op, hep) == (WINOGRAD_ROW if winograd else
+                                                  CONV_ROWS[0 if direct else 1])
+    forced = kernels.conv_geometry(hep, algo_fwd="direct", algo_bwd_data="direct")
+    assert bf16.conv_kernel_name("fwd", forced) == CONV_ROWS[0 if direct else 1]
+    assert bf16.conv_kernel_name("bwd_weights", hep) == CONV_ROWS[0 if direct else 1]
+
+
+WINOGRAD_ROW = "bf16conv_winograd_avx512_bf16"
+WINOGRAD_CASES = [
+    # N, C, H, W, K, R, S, ph, pw, sh, sw, dh, dw, G (3x3, stride 1, one group)
+    (2, 37, 6, 17, 41, 3, 3, 1, 1, 1, 1, 1, 1, 1),    # channel tails; a 16-wide last U panel
+    (1, 128, 16, 16, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1),  # the HEP net's layers
+    (1, 160, 9, 11, 48, 3, 3, 0, 0, 1, 1, 1, 1, 1),   # two channel chunks summed; pad 0
+    (2, 24, 5, 4, 20, 3, 3, 2, 1, 1, 1, 1, 1, 1),     # pad 2; a few-pixel output: F(2x2)
+]
+
+
+def _bf16_f64(a):
+    return ref.round_bf16(np.asarray(a, np.float32)).astype(np.float64)
+
+
+def _close_to_winograd_reference(got, want, exact, what):
+    rms = np.sqrt(np.mean(want ** 2))
+    diff = np.abs(got - want)
+    assert np.sqrt(np.mean(diff ** 2)) <= 1e-3 * rms, f"{what}: RMS {diff.std() / rms:.3g}"
+    assert diff.max() <= 5e-2 * rms, f"{what}: largest {diff.max() / rms:.3g}"
+    err = np.sqrt(np.mean((got - exact) ** 2)) / np.sqrt(np.mean(exact ** 2))
+    assert err <= 3e-2, f"{what}: RMS error {err:.3g} against the exact convolution"
+
+
+@pytest.mark.parametrize("geometry", WINOGRAD_CASES)
+def test_winograd_row_matches_reference_on_bf16_transformed_operands(geometry):
+    _row_or_skip("fwd", WINOGRAD_ROW)
+    n, c, h, w, k, r, s, ph, pw = geometry[:9]
+    p, q = kernels.conv_output_hw(geometry)
+    x, wt, bias, dy = _conv_data(geometry)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, wt, bias, dy))
+    scratch = bf16.ConvScratch()
+
+    y = np.full((n, k, p, q), np.nan, np.float32)
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch, row=WINOGRAD_ROW)
+    m = rw.choose_tile(p, q, c, k)
+    want = rw.conv2d_forward(x64, w64, b64, (ph, pw), m, operands=_bf16_f64)
+    _close_to_winograd_reference(y, want, rw.conv2d_forward(x64, w64, b64, (ph, pw), m),
+                                 f"forward F({m}x{m})")
+
+    dx = np.full((n, c, h, w), np.nan, np.float32)
+    bf16.conv_backward_data(dy, wt, dx, geometry, scratch, row=WINOGRAD_ROW)
+    m = rw.choose_tile(h, w, k, c)
+    want = rw.conv2d_backward_data(dy64, w64, (ph, pw), m, operands=_bf16_f64)
+    _close_to_winograd_reference(dx, want, rw.conv2d_backward_data(dy64, w64, (ph, pw), m),
+                                 f"data gradient F({m}x{m})")
+
+    # the fused ReLU acts on the same float32 sums; the cached U is refreshed by a changed weight
+    relu = np.empty_like(y)
+    bf16.conv_forward(x, wt, bias, relu, geometry, scratch, relu_slope=np.float32(0.25),
+                      row=WINOGRAD_ROW)
+    np.testing.assert_array_equal(relu, np.maximum(y, 0) + np.float32(0.25) * np.minimum(y, 0))
+    wt[k - 1, c - 1, 2, 0] += 1.0
+    bf16.conv_forward(x, wt, bias, y, geometry, scratch, row=WINOGRAD_ROW)
+    fresh = np.empty_like(y)
+    bf16.conv_forward(x, wt, bias, fresh, geometry, bf16.ConvScratch(), row=WINOGRAD_ROW)
+    np.testing.assert_array_equal(y, fresh)
 
 
 def test_conv_refuses_wrong_sizes():

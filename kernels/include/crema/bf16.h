@@ -19,6 +19,13 @@
 // Convolution (crema/conv.h's ConvGeom, layouts and ConvScratch; x, dy, the weights w -- the
 // float32 master weights -- and every result float32; the operands of each product rounded to
 // bf16). One table per pass, best first:
+//   bf16conv_winograd_avx512_bf16  (forward and data gradient) Winograd F(4x4 / 2x2, 3x3) of
+//     crema/winograd.h with the transformed input V and filter U rounded to bf16 and multiplied
+//     by VDPBF16PS (winograd_bf16_avx512bf16.cpp): where Winograd applies and the geometry's
+//     algorithm for the pass is Winograd (the float32 tables' choice, so ranks agree; forcing
+//     direct gets the direct row). The transforms amplify the rounding: RMS error about 1.5e-2
+//     of the output's RMS for unit-variance data, against 2.4e-3 for the direct rows
+//     (tests/kernels/test_bf16.py states the bounds).
 //   bf16conv_direct_avx512_bf16  blocked direct convolution on VDPBF16PS (bf16_conv_avx512bf16.cpp):
 //     activations nChw16c in bf16 (a 32-bit word = two consecutive channels, the pair VDPBF16PS
 //     multiplies), weights [g][ob][ib][r][s][16 in as 8 pairs][16 out][2], a 2 x 14 tile of
@@ -111,6 +118,12 @@ int64_t ws_bwd_data_direct(const ConvGeom& g);
 int64_t ws_bwd_weights_direct(const ConvGeom& g);
 int64_t cache_fwd_direct(const ConvGeom& g);
 int64_t cache_bwd_data_direct(const ConvGeom& g);
+// Winograd F(4x4 / 2x2, 3x3) with bf16 V and U (winograd_bf16_avx512bf16.cpp; the driver and
+// the sizes are crema/winograd.h's, the wrappers winograd_common.cpp's).
+void conv_fwd_winograd(const float* x, const float* w, const float* bias, float* y,
+                       const ConvGeom& g, const ConvScratch& s, bool relu, float slope);
+void conv_bwd_data_winograd(const float* dy, const float* w, float* dx, const ConvGeom& g,
+                            const ConvScratch& s);
 }  // namespace avx512_bf16_impl
 
 }  // namespace crema

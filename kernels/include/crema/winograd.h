@@ -120,6 +120,10 @@ inline int64_t winograd_pack_pitch(const WinogradGeom& g) {
 // Per-ISA pieces the common driver calls.
 struct WinogradOps {
   int panel;  // GEMM panel width: columns of U packed together (recorded in the filter cache)
+  // V and U in bf16 (the GEMM multiplies bf16 with float32 sums; M and everything after it stay
+  // float32): U in channel pairs, word (c/2, k) of panel kp0 holding bf16(c even) | bf16(c odd)
+  // << 16; V rows of Cpad bf16. Recorded in the filter cache too.
+  bool bf16_operands;
   // U for input channels [c_begin, c_end) (panel layout with `panel` columns), from w as given
   // (K x C x 3 x 3); with flip, w is the forward weight Kf x Cf x 3 x 3 of the data-gradient
   // convolution (g.channels = Kf, g.out_channels = Cf) and U is built from
@@ -161,6 +165,9 @@ namespace avx2_impl {
 extern const WinogradOps winograd_ops;
 }
 namespace avx512_impl {
+extern const WinogradOps winograd_ops;
+}
+namespace avx512_bf16_impl {  // kernels/src/bf16/winograd_bf16_avx512bf16.cpp
 extern const WinogradOps winograd_ops;
 }
 

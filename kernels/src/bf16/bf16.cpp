@@ -11,6 +11,7 @@
 #include <new>
 
 #include "crema/threads.h"
+#include "crema/winograd.h"
 
 namespace crema {
 namespace scalar_impl {
@@ -262,9 +263,35 @@ void conv_bwd_weights_im2col(const float* x, const float* dy, float* dw, float* 
 bool direct_bwd_data_supports(const ConvGeom& g) { return g.sh == 1 && g.sw == 1; }
 bool direct_bwd_weights_supports(const ConvGeom& g) { return g.sw == 1; }
 
+// The Winograd rows: where Winograd applies and the pass's ConvAlgo allows it, under the
+// AVX-512 rule of the float32 tables (conv_winograd_preferred).
+template <ConvPass pass>
+bool winograd_supports(const ConvGeom& g) {
+  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
+  if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
+  if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
+  return a == ConvAlgo::winograd ||
+         conv_winograd_preferred(g, pass == ConvPass::bwd_data, Isa::avx512);
+}
+template <ConvPass pass>
+int64_t winograd_ws(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, true);
+}
+template <ConvPass pass>
+int64_t winograd_min_ws(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, false);
+}
+template <ConvPass pass>
+int64_t winograd_cache(const ConvGeom& g) {
+  return conv_winograd_cache(g, pass);
+}
+
 constexpr auto any_conv = any_geometry<ConvGeom>;
 const ConvKernel<ConvFwdFn> kConvFwdRows[] = {
 #if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16, winograd_supports<ConvPass::fwd>,
+     avx512_bf16_impl::conv_fwd_winograd, winograd_ws<ConvPass::fwd>,
+     winograd_cache<ConvPass::fwd>, winograd_min_ws<ConvPass::fwd>},
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, any_conv,
      avx512_bf16_impl::bf16_conv_fwd_direct, avx512_bf16_impl::ws_fwd_direct,
      avx512_bf16_impl::cache_fwd_direct},
@@ -275,6 +302,9 @@ constexpr KernelTable<ConvGeom, ConvFwdFn> kConvFwdTable(kConvFwdRows);
 
 const ConvKernel<ConvBwdDataFn> kConvBwdDataRows[] = {
 #if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16, winograd_supports<ConvPass::bwd_data>,
+     avx512_bf16_impl::conv_bwd_data_winograd, winograd_ws<ConvPass::bwd_data>,
+     winograd_cache<ConvPass::bwd_data>, winograd_min_ws<ConvPass::bwd_data>},
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_data_supports,
      avx512_bf16_impl::bf16_conv_bwd_data_direct, avx512_bf16_impl::ws_bwd_data_direct,
      avx512_bf16_impl::cache_bwd_data_direct},

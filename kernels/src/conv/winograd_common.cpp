@@ -5,6 +5,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "crema/bf16.h"
 #include "crema/conv.h"
 #include "crema/threads.h"
 #include "crema/winograd.h"
@@ -69,6 +70,7 @@ struct Ops {
   }
 
   static constexpr int panel = 16;
+  static constexpr bool bf16_operands = false;
   static void gemm(const float* a, int64_t lda, const float* u, int64_t cpad, int64_t kpad,
                    float* c, int64_t ldc, int64_t rows) {
     constexpr int R = 4;
@@ -163,6 +165,7 @@ float* ensure_filter(const WinogradOps* ops, const float* w, bool flip, const Wi
   std::memcpy(&hdr[4], dims, sizeof(dims));
   hdr[8] = static_cast<int32_t>(u - cache);  // where U starts (the array's alignment decides)
   hdr[9] = 1;                                // complete
+  hdr[10] = ops->bf16_operands ? 1 : 0;
   static_assert(sizeof(hdr) == kHeaderFloats * sizeof(float), "header size");
   if (std::memcmp(cache, hdr, sizeof(hdr)) == 0 &&
       std::memcmp(copy, w, sizeof(float) * L.weights) == 0)
@@ -380,6 +383,9 @@ CREMA_CONV_WINOGRAD_DEFS(avx2_impl)
 #endif
 #ifdef CREMA_BUILD_AVX512
 CREMA_CONV_WINOGRAD_DEFS(avx512_impl)
+#endif
+#ifdef CREMA_BUILD_AVX512_BF16
+CREMA_CONV_WINOGRAD_DEFS(avx512_bf16_impl)  // the rows of the bf16 tables (crema/bf16.h)
 #endif
 #undef CREMA_CONV_WINOGRAD_DEFS
 

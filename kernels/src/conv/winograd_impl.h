@@ -1,6 +1,7 @@
 // Private to the Winograd kernels: the ISA-independent body of F(m x m, 3 x 3), written against a
-// vector type of 16 floats. Its two includers (winograd_common.cpp for the scalar build, and
-// winograd_vec.isa.cpp, compiled once per vector ISA) include <cstring>, <algorithm> and
+// vector type of 16 floats. Its includers (winograd_common.cpp for the scalar build,
+// winograd_vec.isa.cpp, compiled once per vector ISA, and the bf16-operand unit
+// kernels/src/bf16/winograd_bf16_avx512bf16.cpp) include <cstring>, <algorithm> and
 // crema/winograd.h, define CREMA_WINOGRAD_NS (their namespace) and, inside
 // crema::CREMA_WINOGRAD_NS, a struct Ops:
 //
@@ -12,6 +13,9 @@
 //   static void gemm(a, lda, u, cpad, kpad, c, ldc, rows)
 //        c[rows x kpad] = a[rows x cpad] . U, U packed in panels (see winograd.h)
 //   static constexpr bool fast_pack, fast_store; and, when true, pack_row / store_outputs4
+//   static constexpr bool bf16_operands;   false: V and U are float32 as laid out below; true:
+//        the GEMM reads them as bf16 (V rows of Cpad bf16, U in channel pairs), and Ops adds
+//        store_bf16(uint16_t* p, V) and store_u_bf16(plane, cpad, kp0, width, c, koff, V)
 //
 // and then includes this file. Everything here is in an unnamed namespace inside the ISA's
 // namespace, so code compiled with different -m flags is never merged by the linker.
@@ -110,6 +114,28 @@ inline TileCoord tile_coord(const WinogradGeom& g, int64_t t) {
   return {n, r / g.tiles_w(), r % g.tiles_w()};
 }
 
+// ---- operand stores: float32, or bf16 where the Ops' GEMM multiplies bf16 ---------------------
+// U of one position (plane), input channel c, 16 output channels at column koff of the panel
+// that starts at output channel kp0 and is `width` columns wide.
+// (Templates so that the branch not taken is never instantiated.)
+template <class O = Ops>
+inline void store_u(float* plane, int64_t cpad, int64_t kp0, int64_t width, int64_t c,
+                    int64_t koff, V v) {
+  if constexpr (O::bf16_operands)
+    O::store_u_bf16(plane, cpad, kp0, width, c, koff, v);
+  else
+    O::store(plane + kp0 * cpad + c * width + koff, v);
+}
+
+// V of one position (plane): 16 channels at element `offset` (tile * Cpad + channel).
+template <class O = Ops>
+inline void store_v(float* plane, int64_t offset, V v) {
+  if constexpr (O::bf16_operands)
+    O::store_bf16(reinterpret_cast<uint16_t*>(plane) + offset, v);
+  else
+    O::store(plane + offset, v);
+}
+
 // ---- filter transform ------------------------------------------------------------------------
 template <int M>
 void filter_transform_t(const float* w, const WinogradGeom& g, bool flip, int panel, float* u,
@@ -140,11 +166,11 @@ void filter_transform_t(const float* w, const WinogradGeom& g, bool flip, int pa
       }
       const int64_t kp0 = k0 / panel * panel;
       const int64_t width = std::min<int64_t>(panel, kpad - kp0);
-      float* dst = u + kp0 * cpad + c * width + (k0 - kp0);
       for (int a = 0; a < A; ++a) {
         V o[A];
         apply(Mats<M>::g, t[a], o);
-        for (int b = 0; b < A; ++b) Ops::store(dst + (a * A + b) * cpad * kpad, o[b]);
+        for (int b = 0; b < A; ++b)
+          store_u(u + (a * A + b) * cpad * kpad, cpad, kp0, width, c, k0 - kp0, o[b]);
       }
     }
   }
@@ -216,7 +242,8 @@ void pack_run(const float* x, const WinogradGeom& g, int64_t n, int64_t ty, int6
 
 // ---- input transform: V[xi][tile][c] = (B^T d B)[xi] ------------------------------------------
 template <int M>
-inline void input_tile(const float* src, int64_t row, float* dst, int64_t xi_stride) {
+inline void input_tile(const float* src, int64_t row, float* v, int64_t offset,
+                       int64_t xi_stride) {
   constexpr int A = M + 2;
   V t[A][A];
   for (int j = 0; j < A; ++j) {
@@ -228,7 +255,7 @@ inline void input_tile(const float* src, int64_t row, float* dst, int64_t xi_str
   for (int a = 0; a < A; ++a) {
     V o[A];
     apply(Mats<M>::bt, t[a], o);
-    for (int b = 0; b < A; ++b) Ops::store(dst + (a * A + b) * xi_stride, o[b]);
+    for (int b = 0; b < A; ++b) store_v(v + (a * A + b) * xi_stride, offset, o[b]);
   }
 }
 
@@ -250,8 +277,8 @@ void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t 
     }
     for (int64_t q = 0; q < run; ++q)
       for (int64_t cb = 0; cb < cbn; ++cb)
-        input_tile<M>(s.pack + (cb * A * pitch + M * (tc.tx - sx0 + q)) * 16, pitch * 16,
-                      s.v + (i + q) * cpad + cb * 16, vs);
+        input_tile<M>(s.pack + (cb * A * pitch + M * (tc.tx - sx0 + q)) * 16, pitch * 16, s.v,
+                      (i + q) * cpad + cb * 16, vs);
     i += run;
   }
 }
@@ -335,7 +362,8 @@ void block_entry(const float* x, const float* u, const float* bias_pad, const Wi
 
 }  // namespace
 
-const WinogradOps winograd_ops = {Ops::panel, filter_transform_entry, block_entry};
+const WinogradOps winograd_ops = {Ops::panel, Ops::bf16_operands, filter_transform_entry,
+                                  block_entry};
 
 }  // namespace CREMA_WINOGRAD_NS
 }  // namespace crema
