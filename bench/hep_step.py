@@ -1,10 +1,11 @@
 """The HEP classifier's training step: crema's native kernels per layer and for the whole step,
-against the same layers in PyTorch (same shapes, same thread count, same process) and against
-the machine's measured FMA peak.
+against the same layers in PyTorch (same shapes, same process) and against the machine's
+measured FMA peak.
 
-    python bench/hep_step.py                      # batch 8, 224x224, 1 thread, 5 reps (median)
-    python bench/hep_step.py --threads 2 --reps 7
-    python bench/hep_step.py --quick              # 64x64 input: a fast smoke run
+    python bench/hep_step.py                      # batch 8, 224x224, threads 1 and 2
+    python bench/hep_step.py --quick              # 64x64 input
+    python bench/hep_step.py --isa avx2           # both sides limited to AVX2 (see below)
+    python bench/hep_step.py --no-layers --reps 9 # only the whole-step ratios
     python bench/hep_step.py --numpy              # also time the whole step on the numpy path
     python bench/hep_step.py --algo direct        # direct kernels only (no Winograd)
 
@@ -12,18 +13,26 @@ The net (issue 3), built with engine.Net from the prototxt text below (Input lay
 labels): input N x 3 x 224 x 224; five units [Convolution 3x3, 128 outputs, pad 1 -> ReLU (in
 place) -> MAX pooling 2x2 stride 2]; global AVE pooling; InnerProduct 2; SoftmaxWithLoss.
 
-Per layer it prints forward and backward ms (median of --reps), GFLOP/s and % of peak for the
-convolutions (direct-algorithm flops, 2*N*K*C*R*S*P*Q per pass; the backward of conv1 computes
-only the weight gradient, as the data needs none), the kernel each pass ran, and the PyTorch time
-of the same operation (ratio = PyTorch ms / crema ms: above 1 means crema is faster; PyTorch
-allocates each output anew, as it does in training, and that counts in its times). The forward
-and data-gradient passes of a convolution run direct or Winograd as engine.kernels.conv_algorithm
-chooses (--algo sets CREMA_CONV_ALGO to force one); the %-of-peak columns always count the
-direct algorithm's flops, so a Winograd pass can exceed 100%. The peak is
-engine.kernels.peak_gflops() of the ISA in use times the thread count, probed right after each
-convolution's timing (the machine is shared: a probe next to the measurement sees the same
-contention); the probe's values are printed too. Then the whole forward+backward step in
-images/s for both. torch is imported only here (not a crema dependency).
+Whole step, per thread count (--threads, default 1,2): --reps rounds, each timing one crema
+forward+backward and one PyTorch step (forward, loss, backward; the order alternates between
+rounds, so drift in the machine's load falls on both); printed: medians and the median over
+rounds of PyTorch ms / crema ms (above 1: crema is faster), with the ISA each side ran.
+
+--isa avx2 runs both sides as on an AVX2-only CPU: crema under the ISA cap (kernels.set_max_isa),
+PyTorch with ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (its own switches, set before
+torch is imported).
+
+Per layer (first thread count; --no-layers skips it) it prints forward and backward ms (median of
+--reps), GFLOP/s and % of peak for the convolutions (direct-algorithm flops, 2*N*K*C*R*S*P*Q per
+pass; the backward of conv1 computes only the weight gradient, as the data needs none), the
+kernel each pass ran, and the PyTorch time of the same operation (ratio = PyTorch ms / crema ms;
+PyTorch allocates each output anew, as it does in training, and that counts in its times). The
+forward and data-gradient passes of a convolution run direct or Winograd as
+engine.kernels.conv_algorithm chooses (--algo sets CREMA_CONV_ALGO to force one); the %-of-peak
+columns always count the direct algorithm's flops, so a Winograd pass can exceed 100%. The peak
+is engine.kernels.peak_gflops() of the ISA in use times the thread count, probed right after
+each convolution's timing (the machine is shared: a probe next to the measurement sees the same
+contention). torch is imported only here (not a crema dependency).
 """
 import argparse
 import os
@@ -131,8 +140,9 @@ def torch_layer_timers(torch, net, name, reps):
     return fwd, bwd
 
 
-def torch_step(torch, net, batch, reps):
-    """The whole training step (forward + loss + backward) of the same net in PyTorch."""
+def torch_step(torch, net):
+    """The whole training step (forward + loss + backward) of the same net in PyTorch, as a
+    function."""
     nn, f = torch.nn, torch.nn.functional
     convs = [nn.Conv2d(3 if i == 0 else WIDTH, WIDTH, 3, padding=1) for i in range(UNITS)]
     fc = nn.Linear(WIDTH, 2)
@@ -153,48 +163,31 @@ def torch_step(torch, net, batch, reps):
         loss = f.cross_entropy(fc(f.adaptive_avg_pool2d(h, 1).flatten(1)), label)
         loss.backward()
 
-    return median_ms(step, reps)
+    return step
 
 
 # -- main -----------------------------------------------------------------------------------------
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--quick", action="store_true", help="64x64 input instead of 224x224")
-    ap.add_argument("--numpy", action="store_true",
-                    help="also time the whole step with CREMA_KERNELS=reference (slow)")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    ap.add_argument("--algo", choices=("auto", "direct", "winograd"), default="auto",
-                    help="CREMA_CONV_ALGO for the convolutions' forward and data-gradient passes")
-    args = ap.parse_args()
-    os.environ["CREMA_CONV_ALGO"] = args.algo
+def alternating(crema_step, torch_step, reps):
+    """(crema ms, PyTorch ms, ratio): medians over `reps` rounds of one step each, the order
+    alternating per round; ratio = median of the rounds' PyTorch ms / crema ms."""
+    crema_step(), torch_step()  # warm-up: workspaces, caches, PyTorch's allocator
+    times = {"crema": [], "torch": []}
+    for i in range(reps):
+        order = (("crema", crema_step), ("torch", torch_step))
+        for side, fn in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn()
+            times[side].append((time.perf_counter() - t0) * 1e3)
+    ratios = [t / c for c, t in zip(times["crema"], times["torch"])]
+    return (statistics.median(times["crema"]), statistics.median(times["torch"]),
+            statistics.median(ratios))
 
-    kernels.set_num_threads(args.threads)
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if args.no_torch:
-        torch = None
-    if torch is not None:
-        torch.set_num_threads(args.threads)
 
-    size = 64 if args.quick else 224
-    net = engine.Net(prototxt(args.batch, size), engine.TRAIN)
-    rng = np.random.default_rng(0)
-    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
-    net.blobs["label"].data[...] = rng.integers(0, 2, net.blobs["label"].shape)
-
+def layer_table(net, torch, threads, reps):
     info = kernels.cpu_info()
     isa = info["isa"]
-    probe = lambda: kernels.peak_gflops(isa, 0.1) * args.threads
-    print(f"crema HEP step: batch {args.batch}, input 3x{size}x{size}, {args.threads} thread(s), "
-          f"{args.reps} reps (median); ISA {isa}; CPU {info['model']}; "
-          f"torch {torch.__version__ if torch else 'not used'}")
-
+    probe = lambda: kernels.peak_gflops(isa, 0.1) * threads
     rows, peaks = [], []
     names = list(net.layer_dict)
     for name in names:
@@ -202,10 +195,10 @@ def main():
         if layer.type == "Input":
             continue
         idx = names.index(name)
-        fwd = median_ms(lambda: net.forward(start=name, end=name), args.reps)
+        fwd = median_ms(lambda: net.forward(start=name, end=name), reps)
         bwd = None
         if net._layer_need_backward[idx]:
-            bwd = median_ms(lambda: net.backward(start=name, end=name), args.reps)
+            bwd = median_ms(lambda: net.backward(start=name, end=name), reps)
         row = {"name": name, "type": layer.type, "fwd": fwd, "bwd": bwd,
                "kernel": getattr(layer, "kernels", None) or layer.kernel,
                "out": tuple(net.blobs[net.top_names[name][0]].shape)}
@@ -220,13 +213,14 @@ def main():
                 bfl = fl * (2 if needs_dx else 1)
                 row.update(gf_b=bfl / bwd / 1e6, pk_b=100 * bfl / bwd / 1e6 / peak)
         if torch is not None:
-            row["t_fwd"], row["t_bwd"] = torch_layer_timers(torch, net, name, args.reps)
+            row["t_fwd"], row["t_bwd"] = torch_layer_timers(torch, net, name, reps)
         rows.append(row)
 
     def fmt(v, spec="8.2f"):
         return format(v, spec) if v is not None else " " * int(spec.split(".")[0])
 
-    print(f"\n{'layer':7} {'out shape':18} {'fwd ms':>8} {'bwd ms':>8} {'GF/s f':>7} "
+    print(f"\nper layer, {threads} thread(s):")
+    print(f"{'layer':7} {'out shape':18} {'fwd ms':>8} {'bwd ms':>8} {'GF/s f':>7} "
           f"{'GF/s b':>7} {'%pk f':>6} {'%pk b':>6} {'torch f':>8} {'torch b':>8} "
           f"{'x f':>5} {'x b':>5}  kernels")
     for r in rows:
@@ -240,17 +234,66 @@ def main():
               f"{fmt(r.get('pk_f'), '6.1f')} {fmt(r.get('pk_b'), '6.1f')} "
               f"{fmt(r.get('t_fwd'))} {fmt(r.get('t_bwd'))} {fmt(ratio_f, '5.2f')} "
               f"{fmt(ratio_b, '5.2f')}  {kern}")
-    print(f"\npeak probes (GFLOP/s, {isa} x {args.threads} thread(s), one after each "
-          f"convolution): " + ", ".join(f"{p:.0f}" for p in peaks))
+    print(f"peak probes (GFLOP/s, {isa} x {threads} thread(s), one after each convolution): "
+          + ", ".join(f"{p:.0f}" for p in peaks))
 
-    step = median_ms(net.forward_backward, args.reps)
-    line = (f"\nwhole step (forward + backward): crema {step:.1f} ms = "
-            f"{args.batch / step * 1e3:.1f} images/s")
-    if torch is not None:
-        tstep = torch_step(torch, net, args.batch, args.reps)
-        line += (f"; PyTorch {tstep:.1f} ms = {args.batch / tstep * 1e3:.1f} images/s; "
-                 f"crema / PyTorch throughput = {tstep / step:.2f}")
-    print(line)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    ap.add_argument("--reps", type=int, default=7, help="rounds / repetitions (median)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="64x64 input instead of 224x224")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: crema and PyTorch both limited to AVX2")
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    ap.add_argument("--numpy", action="store_true",
+                    help="also time the whole step with CREMA_KERNELS=reference (slow)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--algo", choices=("auto", "direct", "winograd"), default="auto",
+                    help="CREMA_CONV_ALGO for the convolutions' forward and data-gradient passes")
+    args = ap.parse_args()
+    os.environ["CREMA_CONV_ALGO"] = args.algo
+    if args.isa == "avx2":
+        kernels.set_max_isa("avx2")
+        os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    threads = [int(t) for t in args.threads.split(",")]
+
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            print("torch is not installed: crema only (pip install torch==2.13.0 for the ratios)")
+
+    size = 64 if args.quick else 224
+    net = engine.Net(prototxt(args.batch, size), engine.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    net.blobs["label"].data[...] = rng.integers(0, 2, net.blobs["label"].shape)
+
+    info = kernels.cpu_info()
+    torch_isa = torch.backends.cpu.get_cpu_capability() if torch is not None else "-"
+    print(f"crema HEP step: batch {args.batch}, input 3x{size}x{size}, {args.reps} rounds "
+          f"(median); crema ISA {info['isa']}; PyTorch {torch.__version__ if torch else '-'} "
+          f"ISA {torch_isa}; CPU {info['model']}; load %.1f %.1f %.1f" % os.getloadavg())
+    tstep = torch_step(torch, net) if torch is not None else None
+    for i, n in enumerate(threads):
+        kernels.set_num_threads(n)
+        if torch is not None:
+            torch.set_num_threads(n)
+        if i == 0 and not args.no_layers:
+            layer_table(net, torch, n, args.reps)
+        if tstep is None:
+            step = median_ms(net.forward_backward, args.reps)
+            print(f"threads {n}  whole step: crema {step:.1f} ms = "
+                  f"{args.batch / step * 1e3:.1f} images/s")
+            continue
+        c_ms, t_ms, ratio = alternating(net.forward_backward, tstep, args.reps)
+        print(f"threads {n}  whole step: crema {c_ms:.1f} ms ({args.batch / c_ms * 1e3:.1f} "
+              f"images/s, ISA {info['isa']}); PyTorch {t_ms:.1f} ms (ISA {torch_isa}); "
+              f"crema / PyTorch throughput = {ratio:.2f}x  (load %.1f)" % os.getloadavg()[0])
     if args.numpy:
         os.environ["CREMA_KERNELS"] = "reference"
         ref = engine.Net(prototxt(args.batch, size), engine.TRAIN)
@@ -259,6 +302,7 @@ def main():
         ref.blobs["label"].data[...] = net.blobs["label"].data
         nstep = median_ms(ref.forward_backward, max(1, min(args.reps, 3)))
         os.environ.pop("CREMA_KERNELS")
+        step = median_ms(net.forward_backward, args.reps)
         print(f"numpy reference path: {nstep:.1f} ms per step; native speedup {nstep / step:.1f}x")
 
 
