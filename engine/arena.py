@@ -31,8 +31,8 @@ class ParamArena:
     """The storage of a net's learnable parameters (see the module docstring).
 
     Attributes: data, diff (float32, 1-D, `size` elements); offsets[i], counts[i] (the segment of
-    parameter i); lr_mult, decay_mult (float32 per element); blobs (the owners, in
-    net.learnable_params order)."""
+    parameter i); lr_mult, decay_mult (float32 per element; fixed once built); decays (whether
+    any decay_mult is non-zero); blobs (the owners, in net.learnable_params order)."""
 
     def __init__(self, blobs, lr_mults, decay_mults):
         self.blobs = list(blobs)
@@ -57,6 +57,9 @@ class ParamArena:
             self.decay_mult[off:off + n] = decay
             blob.bind(self.data[off:off + n].reshape(blob.shape),
                       self.diff[off:off + n].reshape(blob.shape))
+        # whether any parameter has weight decay (the update rules regularize only then); the
+        # multipliers are fixed, so this is known once instead of scanned every iteration
+        self.decays = bool(self.decay_mult.any())
 
     def __len__(self):
         return len(self.blobs)

@@ -677,3 +677,32 @@ def winograd_conv2d_backward_data(dy, w, dx, geometry, workspace=None, filter_ca
             np.asarray(dy).reshape(n, k, p, q), np.asarray(w).reshape(k, c, 3, 3), (ph, pw),
             m).reshape(dx.shape)
     return dx
+
+
+# -- solver passes over the parameter arena (engine/solvers/updates.py) ---------------------------
+REGULARIZATION_CODES = {"L2": 1, "L1": 2}  # the kernel's Regularization; 0: none
+
+
+def solver_kernel_name(x):
+    return _native.solver_kernel_name() if _native_ok(x) else "numpy"
+
+
+def sgd_update(data, diff, history, lr_mult, decay_mult, *, diff_scale, weight_decay,
+               regularization, rate, momentum, apply):
+    """One native pass of Caffe's SGD step over matching arena slices (crema/eltwise.h SgdStep):
+    diff and history become the step h, and data -= h when `apply`. `regularization` is "L2",
+    "L1" or None. Returns False, touching nothing, where the native kernel cannot run on these
+    arrays (the caller then runs its numpy rule)."""
+    if not _native_ok(data, diff, history, lr_mult, decay_mult):
+        return False
+    _native.sgd_update(data, diff, history, lr_mult, decay_mult, float(diff_scale),
+                       float(weight_decay), REGULARIZATION_CODES.get(regularization, 0),
+                       float(rate), float(momentum), bool(apply))
+    return True
+
+
+def all_finite(x):
+    """Whether every value of the float32 array x is finite (no NaN, no infinity)."""
+    if _native_ok(x):
+        return _native.all_finite(x)
+    return bool(np.isfinite(np.sum(x, dtype=np.float64)))

@@ -50,7 +50,7 @@ import time
 import numpy as np
 from google.protobuf import text_format
 
-from .. import crema_pb2, rng
+from .. import crema_pb2, kernels, rng
 from ..data.sharding import ShardMismatchError
 from ..bf16 import PRECISIONS
 from ..errors import CremaError, SolverError
@@ -338,9 +338,9 @@ class Solver(abc.ABC):
     def _check_finite(self, loss):
         """Stop with a SolverError when the loss or a parameter gradient is NaN/Inf, naming the
         iteration and the first layer (in forward order) whose top data or parameter diff is
-        non-finite. The cheap test (the loss and one float64 sum per gradient) runs every
+        non-finite. The cheap test (the loss, and one native pass over the diff arena) runs every
         iteration; the layer-by-layer search only once something is wrong."""
-        if np.isfinite(loss) and np.isfinite(np.sum(self.net.arena.diff, dtype=np.float64)):
+        if np.isfinite(loss) and kernels.all_finite(self.net.arena.diff):
             return
         net = self.net
         culprit = "no layer's top or parameter diff (the loss weights?)"

@@ -35,6 +35,11 @@ class SolverHooks:
     def before_update(self, solver):
         pass
 
+    def watches_steps(self):
+        """Whether before_update does anything: while no hook does, the solver may subtract the
+        steps in the same native pass that computes them (there is no moment between the two)."""
+        return type(self).before_update is not SolverHooks.before_update
+
     def after_update(self, solver):
         pass
 
@@ -66,6 +71,9 @@ class CallbackHooks(SolverHooks):
     def before_update(self, solver):
         if self._before is not None:
             self._before()
+
+    def watches_steps(self):
+        return self._before is not None
 
 
 class HookList:
@@ -100,6 +108,9 @@ class HookList:
 
     def before_update(self, solver):
         self._each("before_update", solver)
+
+    def watches_steps(self):
+        return any(h.watches_steps() for h in self.hooks)
 
     def after_update(self, solver):
         self._each("after_update", solver)

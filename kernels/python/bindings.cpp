@@ -181,6 +181,40 @@ PYBIND11_MODULE(_kernels, m) {
     k.fn.bwd(xp, gp, dp, n, slope);
   }, py::arg("x"), py::arg("dy"), py::arg("dx").noconvert(), py::arg("slope"));
 
+  // -- solver passes over the parameter arena (engine/solvers/updates.py) ------------------
+  m.def("solver_kernel_name", [] { return std::string(crema::solver_kernel().name); });
+
+  m.def("sgd_update", [](Arr data, Arr diff, Arr history, Arr lr_mult, Arr decay_mult,
+                         float diff_scale, float weight_decay, int regularization, float rate,
+                         float momentum, bool apply) {
+    const auto n = data.size();
+    require(diff.size() == n && history.size() == n && lr_mult.size() == n &&
+                decay_mult.size() == n,
+            "sgd_update: data, diff, history, lr_mult and decay_mult differ in size");
+    require(regularization >= 0 && regularization <= 2,
+            "sgd_update: regularization must be 0 (none), 1 (L2) or 2 (L1)");
+    const crema::SgdStep step{diff_scale, weight_decay,
+                              static_cast<crema::Regularization>(regularization), rate, momentum,
+                              apply};
+    float* w = mut(data, "data");
+    float* g = mut(diff, "diff");
+    float* h = mut(history, "history");
+    const float* lr = lr_mult.data();
+    const float* decay = decay_mult.data();
+    py::gil_scoped_release nogil;
+    crema::sgd_update(w, g, h, lr, decay, n, step);
+  }, py::arg("data").noconvert(), py::arg("diff").noconvert(), py::arg("history").noconvert(),
+     py::arg("lr_mult").noconvert(), py::arg("decay_mult").noconvert(), py::arg("diff_scale"),
+     py::arg("weight_decay"), py::arg("regularization"), py::arg("rate"), py::arg("momentum"),
+     py::arg("apply"));
+
+  m.def("all_finite", [](Arr x) {
+    const float* p = x.data();
+    const auto n = x.size();
+    py::gil_scoped_release nogil;
+    return crema::all_finite(p, n);
+  }, py::arg("x").noconvert());
+
   // -- pooling -----------------------------------------------------------------------------
   using crema::PoolGeom;
   py::class_<PoolGeom>(m, "PoolGeometry",

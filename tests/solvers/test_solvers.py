@@ -7,8 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 import engine
+from engine import crema_pb2
 from engine.errors import CremaError, SolverError
 from engine.logs import GlogFormatter, install_glog_format
 from engine.solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
@@ -490,6 +492,57 @@ def test_before_update_hook_sees_the_steps_before_they_are_applied():
     # the data has not moved yet when the hook runs, and it then moves by exactly the step
     np.testing.assert_array_equal(seen[1][0], seen[0][0] - seen[0][1])
     np.testing.assert_array_equal(solver.net.params["ip"][0].data, seen[1][0] - seen[1][1])
+
+
+@pytest.mark.parametrize("extra", ['weight_decay: 0.01', 'weight_decay: 0.01 '
+                                   'regularization_type: "L1"', 'iter_size: 3', ''])
+def test_native_sgd_update_gives_the_numpy_rule_floats(extra, monkeypatch):
+    """Plain SGD runs as one native pass over the arena; it must give the numpy rule's floats,
+    bit for bit, whether it subtracts the step itself (apply) or leaves it to the caller."""
+    param = text_format.Parse(f'type: "SGD" base_lr: 0.1 momentum: 0.9 {extra}',
+                              crema_pb2.SolverParameter())
+    rng = np.random.default_rng(11)
+    n = 5000
+    scale = np.float32(10.0) ** rng.integers(-5, 2, n).astype(np.float32)
+    data0 = rng.standard_normal(n).astype(np.float32) * scale
+    diffs = [rng.standard_normal(n).astype(np.float32) * scale for _ in range(3)]
+    lr_mult = rng.choice([0.0, 1.0, 2.0], n).astype(np.float32)
+    decay_mult = rng.choice([0.0, 1.0, 0.5], n).astype(np.float32)
+
+    def run(apply):
+        data, history = data0.copy(), np.zeros(n, np.float32)
+        steps = []
+        for it, d in enumerate(diffs):
+            diff = d.copy()
+            if not SGDSolver.compute_update(param, data, diff, [history], lr_mult, decay_mult,
+                                            np.float32(0.01), it, apply=apply):
+                data -= diff
+            steps.append(diff)
+        return data, history, steps
+
+    native = [run(True), run(False)]
+    monkeypatch.setenv("CREMA_KERNELS", "reference")  # the numpy rule
+    data, history, steps = run(True)
+    for got in native:
+        np.testing.assert_array_equal(got[0].view(np.uint32), data.view(np.uint32))
+        np.testing.assert_array_equal(got[1].view(np.uint32), history.view(np.uint32))
+        for mine, theirs in zip(got[2], steps):
+            np.testing.assert_array_equal(mine.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_non_finite_gradient_stops_before_the_update():
+    solver = get_solver(solver_text('base_lr: 0.1 lr_policy: "fixed" momentum: 0.9'))
+    before = [p.data.copy() for p in solver.net.params["ip"]]
+
+    def poison():
+        solver.net.params["ip"][1].diff[1] = np.float32(np.inf)
+    solver.add_callback(on_gradients_ready=poison)
+    with pytest.raises(SolverError, match=r"Iteration 0: training diverged \(loss = [\d.e+-]+\); "
+                                          r"the first non-finite values are in the diff of "
+                                          r"parameter 1 of layer 'ip' \(InnerProduct\)"):
+        solver.step(1)
+    for param, old in zip(solver.net.params["ip"], before):
+        np.testing.assert_array_equal(param.data, old)  # nothing applied
 
 
 NAN_NET = NET.replace(
