@@ -265,6 +265,24 @@ def test_listed_geometries_every_isa(g):
     check_geometry(g, 11)
 
 
+@pytest.mark.parametrize("g", [
+    # The few-channel rows' two modes (conv_direct.isa.cpp, few_desc): flat mode (vectors over
+    # an image's outputs with the row pitch Wp) where Wp is below Q rounded up to whole vectors,
+    # else row mode. Q = 64, Wp = 66: row mode on both vector ISAs.
+    (2, 3, 9, 64, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    # Q = 57, Wp = 59: flat on both; groups, a partial last block of output channels.
+    (1, 4, 8, 57, 14, 3, 3, 1, 1, 1, 1, 1, 1, 2),
+    # Row stride 3 (three row phases), column stride 2 (phase planes), row dilation 2: Q = 24,
+    # pitch 26 -> flat on AVX-512 (32 lanes), row mode on AVX2 (24 lanes).
+    (2, 3, 30, 47, 7, 5, 5, 1, 2, 3, 2, 2, 1, 1),
+    # AlexNet conv1 (Q = 55, pitch 57: flat on AVX-512, row mode on AVX2), 14 images: two
+    # chunks in both modes, 7 output channels (a partial block).
+    (14, 3, 227, 227, 7, 11, 11, 0, 0, 4, 4, 1, 1, 1),
+])
+def test_few_channel_modes_every_isa(g):
+    check_geometry(g, 29)
+
+
 def test_several_image_chunks_every_isa():
     # An image's blocked copy above the 8 MB chunk budget: one image per chunk, 3 chunks.
     check_geometry((3, 16, 260, 262, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), 13,

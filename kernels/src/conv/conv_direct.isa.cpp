@@ -697,82 +697,99 @@ int64_t ws_bww(const ConvGeom& g) {
   return kAlignSlack + round_up(z.xb, 16) + round_up(z.dyb, 16) + round_up(z.dwb, 16);
 }
 
-// ---- few-input-channel kernels (NCHW kept, vectors along the output row) -------------------
-// The input is copied with its zero border into [n][G*Ci][Hp][Wp] (+ L floats of slack for
-// the last row's vector reads); w is used in Caffe's layout, [k][c][r][s], one broadcast per tap.
+// ---- few-input-channel kernels (NCHW kept, vectors along the output) -----------------------
+// The input is copied with its zero border into planes (+ L floats of slack for the last
+// vector reads); w is used in Caffe's layout, [k][c][r][s], one broadcast per tap.
 // A column stride sw > 1 (dilation 1, S >= sw) is made a unit stride by splitting each padded
-// plane into sw phase planes, phase(ph)[hp][j] = padded[hp][j*sw + ph]: tap s reads phase
-// s % sw at column q + s / sw, so output vectors load contiguous inputs. The phase planes are
-// the input channels of an "inner" convolution (Ci*sw channels, ceil(S/sw) taps per row, unit
-// column stride) whose weights are w regrouped, with zeros for the taps s >= S.
+// row into sw column phases, phase(ph)[j] = padded[j*sw + ph]: tap s reads phase s % sw at
+// column q + s / sw, so output vectors load contiguous inputs. The phase planes are the input
+// channels of an "inner" convolution (Ci*sw channels, ceil(S/sw) taps per row, unit column
+// stride) whose weights are w regrouped, with zeros for the taps s >= S.
+//
+// Two modes run the inner convolution:
+//   row mode:  vectors along one output row; planes [c][Hp][Wp] of the inner convolution. The
+//              last vector of a row is partly idle (AlexNet conv1 on AVX-512: 55 outputs in 4
+//              vectors, 86% of the lanes).
+//   flat mode: vectors along the "pitched" output m = oh*Wp + ow of a whole image, across row
+//              ends; the Wp - Q columns ow >= Q are computed and dropped (AlexNet conv1: 57
+//              columns for 55, 96.5% of the lanes). Each plane is split further into sh row
+//              phases, plane(rp)[i] = padded row i*sh + rp, so consecutive output rows read
+//              consecutive rows: tap row offset o = r*dh reads row phase o % sh at row o / sh.
+//              The weight gradient reads dy through a copy with the same pitch (zero columns).
+// few_flat is the rule: flat mode where it computes fewer lanes than row mode.
 
 struct FewDesc {
   Desc d;      // the convolution asked for
-  Desc inner;  // what the tiles run: d itself for sw == 1, else over the phase planes
-  int64_t nb;
-  int64_t img() const { return inner.G * inner.Ci * inner.Hp() * inner.Wp(); }
+  Desc inner;  // what the tiles run: d itself for sw == 1, else over the column phase planes
+  bool flat;
+  int64_t hs;     // row phases of a plane: sh in flat mode, 1 in row mode
+  int64_t rows;   // rows per row phase: Hp in row mode; in flat mode the last output row's
+                  // reads reach row P - 1 + (R-1)*dh / sh
+  int64_t width;  // columns: the inner convolution's Wp (flat mode: the output pitch)
+  int64_t dyp;    // floats of the weight gradient's pitched dy copy per image (flat mode)
+  int64_t nb;     // images per chunk
+  int64_t plane() const { return rows * width; }
+  int64_t img() const { return inner.G * inner.Ci * hs * plane(); }
+  // The pitched output positions of an image: up to the last row's last valid column.
+  int64_t span() const { return (d.P - 1) * width + d.Q; }
   int64_t inner_weights() const {
     return d.sw == 1 ? 0 : inner.G * inner.Co * inner.Ci * inner.R * inner.S;
   }
 };
 
-FewDesc few_desc(const Desc& d) {
-  FewDesc f{d, d, 1};
+FewDesc few_desc(const Desc& d, bool with_dy = false) {
+  FewDesc f{d, d, false, 1, 0, 0, 0, 1};
   if (d.sw > 1) {
     const int64_t T = ceil_div(d.S, d.sw);
     f.inner = {d.N, d.G, d.Ci * d.sw, d.Co, d.H, d.W, d.P, d.Q, d.R, T,
                d.ph, 0, d.sh, 1, d.dh, 1};
   }
-  f.nb = std::max<int64_t>(1, std::min<int64_t>(d.N, kChunkFloats / f.img()));
+  f.width = f.inner.Wp();
+  // The rule: flat mode where the pitched row holds fewer lanes than row mode's whole vectors
+  // and one image's planes and pitched dy fit the chunk budget.
+  const int64_t flat_img = f.inner.G * f.inner.Ci * d.sh * (d.P + (d.R - 1) * d.dh / d.sh) *
+                           f.width;
+  const int64_t flat_dy = with_dy ? d.G * d.Co * d.P * f.width : 0;
+  f.flat = f.width < round_up(d.Q, L) && flat_img + flat_dy <= kChunkFloats;
+  if (f.flat) {
+    f.hs = d.sh;
+    f.rows = d.P + (d.R - 1) * d.dh / d.sh;
+    f.dyp = flat_dy;
+  } else {
+    f.rows = f.inner.Hp();
+  }
+  f.nb = std::max<int64_t>(1, std::min<int64_t>(d.N, kChunkFloats / (f.img() + f.dyp)));
   return f;
 }
 
-// NCHW images into zero-bordered planes [nl][c][Hp][Wp]; dst(hp, wp) = src(hp - ph, wp - pw).
-void pad_copy(const float* src, int64_t nb, int64_t C, int64_t H, int64_t W, int64_t Hp,
-              int64_t Wp, int64_t ph, int64_t pw, float* dst) {
-  const int64_t wlo = std::clamp<int64_t>(pw, 0, Wp), whi = std::clamp<int64_t>(pw + W, wlo, Wp);
-  loop(nb * C * Hp, [&](int64_t item) {
-    const int64_t hp = item % Hp, plane = item / Hp;
-    float* d = dst + item * Wp;
-    const int64_t h = hp - ph;
-    if (h < 0 || h >= H) {
-      std::memset(d, 0, sizeof(float) * Wp);
-      return;
-    }
-    std::memset(d, 0, sizeof(float) * wlo);
-    std::memcpy(d + wlo, src + (plane * H + h) * W + (wlo - pw), sizeof(float) * (whi - wlo));
-    std::memset(d + whi, 0, sizeof(float) * (Wp - whi));
-  });
-}
-
-// The padded input of images [n0, n0 + nb) as the tiles read it: pad_copy for sw == 1, else
-// the phase planes [nl][c][ph][Hp][Wq], phase(ph)[hp][j] = x[hp - ph_pad][j*sw + ph - pw] (0
-// outside the image).
+// The input of images [n0, n0 + nb) (x points at n0) as the tiles read it:
+// [nl][c][column phase][row phase][rows][width], row i of row phase rp = padded row i*hs + rp,
+// column j of column phase ph = padded column j*sw + ph (0 outside the image).
 void few_input_copy(const FewDesc& f, const float* x, int64_t nb, float* dst) {
   const Desc& d = f.d;
-  const int64_t Hp = f.inner.Hp(), Wq = f.inner.Wp(), C = d.G * d.Ci;
-  if (d.sw == 1) {
-    pad_copy(x, nb, C, d.H, d.W, Hp, Wq, d.ph, d.pw, dst);
-    return;
-  }
-  const int64_t sw = d.sw;
-  loop(nb * C * sw * Hp, [&](int64_t item) {
-    const int64_t hp = item % Hp, phase = (item / Hp) % sw, plane = item / (Hp * sw);
-    float* out = dst + item * Wq;
-    const int64_t h = hp - d.ph;
+  const int64_t sw = d.sw, hs = f.hs, rows = f.rows, width = f.width, C = d.G * d.Ci;
+  loop(nb * C * sw * hs * rows, [&](int64_t item) {
+    const int64_t i = item % rows, rp = item / rows % hs, phase = item / (rows * hs) % sw;
+    const int64_t plane = item / (rows * hs * sw);  // nl * C + channel
+    float* out = dst + item * width;
+    const int64_t h = i * hs + rp - d.ph;
     if (h < 0 || h >= d.H) {
-      std::memset(out, 0, sizeof(float) * Wq);
+      std::memset(out, 0, sizeof(float) * width);
       return;
     }
     const float* row = x + (plane * d.H + h) * d.W;
     // Columns j with 0 <= j*sw + phase - pw < W: [jlo, jhi).
     const int64_t first = phase - d.pw;
-    const int64_t jlo = std::min<int64_t>(Wq, first >= 0 ? 0 : (-first + sw - 1) / sw);
+    const int64_t jlo = std::min<int64_t>(width, first >= 0 ? 0 : (-first + sw - 1) / sw);
     const int64_t past = first >= d.W ? 0 : (d.W - first + sw - 1) / sw;
-    const int64_t jhi = std::clamp<int64_t>(past, jlo, Wq);
+    const int64_t jhi = std::clamp<int64_t>(past, jlo, width);
     std::memset(out, 0, sizeof(float) * jlo);
-    for (int64_t j = jlo; j < jhi; ++j) out[j] = row[j * sw + first];
-    std::memset(out + jhi, 0, sizeof(float) * (Wq - jhi));
+    if (sw == 1) {
+      std::memcpy(out + jlo, row + jlo + first, sizeof(float) * (jhi - jlo));
+    } else {
+      for (int64_t j = jlo; j < jhi; ++j) out[j] = row[j * sw + first];
+    }
+    std::memset(out + jhi, 0, sizeof(float) * (width - jhi));
   });
 }
 
@@ -791,19 +808,27 @@ void few_inner_weights(const FewDesc& f, const float* w, float* wi) {
   });
 }
 
+// Tap (c, r, s) of the inner convolution reads x + c*xcs + (o % hs)*xrp + (o / hs)*xrs + s*xss,
+// o = r*dh (row mode: hs = 1).
 struct FewTile {
-  const float* x;   // padded planes at (image, first channel of the group, row oh*sh, col ow0)
-  int64_t xcs;      // floats between channel planes (Hp * Wp)
-  int64_t xrs;      // floats between kernel rows (dh * Wp)
-  int64_t dw;       // floats between kernel columns
+  const float* x;   // the planes of (image, group's first channel) at the tile's first output
+  int64_t xcs;      // floats between input channels
+  int64_t hs;       // row phases
+  int64_t xrp;      // floats between row phases
+  int64_t xrs;      // floats between rows
+  int64_t dh;
+  int64_t xss;      // floats between kernel columns
   const float* w;   // weights of the first output channel, [c][r][s]
   int64_t wks;      // floats between output channels (Ci * R * S)
   int64_t Ci, R, S;
   int64_t phases, S_outer;  // column phase planes (1: none) and the taps per row they split
   const float* bias;  // of the first output channel, or nullptr
-  float* y;         // NCHW at (image, first output channel, oh, ow0)
+  float* y;         // NCHW output of the first output channel: row mode at (oh, ow0), flat
+                    // mode at (0, 0)
   int64_t yks;      // P * Q
   int last;         // lanes of the last vector (1..L)
+  int64_t m0;       // flat mode: the tile's first pitched output m = oh*pitch + ow
+  int64_t pitch, Q; // flat mode: output pitch and valid columns (pitch 0: row mode)
   const float* pf;  // the next tile's output (same channels), prefetched for writing
   bool relu;        // epilogue: y = max(v, 0) + slope * min(v, 0)
   float slope;
@@ -824,14 +849,18 @@ void few_tile(const FewTile& a) {
 #pragma GCC unroll 16
     for (int v = 0; v < WV; ++v) acc[i][v] = b;
   }
-  for (int64_t c = 0; c < a.Ci; ++c) {
-    // Phase c % phases holds the taps s < S_outer of its residue: the zero-weight tail is skipped.
-    const int64_t taps = a.phases == 1 ? a.S : (a.S_outer - c % a.phases + a.phases - 1) / a.phases;
-    for (int64_t r = 0; r < a.R; ++r) {
-      const float* xr = a.x + c * a.xcs + r * a.xrs;
+  for (int64_t r = 0; r < a.R; ++r) {
+    const int64_t o = r * a.dh;
+    const float* xrow = a.x + (o % a.hs) * a.xrp + (o / a.hs) * a.xrs;
+    for (int64_t c = 0; c < a.Ci; ++c) {
+      // Phase c % phases holds the taps s < S_outer of its residue: the zero-weight tail is
+      // skipped.
+      const int64_t taps =
+          a.phases == 1 ? a.S : (a.S_outer - c % a.phases + a.phases - 1) / a.phases;
+      const float* xr = xrow + c * a.xcs;
       const float* wr = a.w + (c * a.R + r) * a.S;
       for (int64_t s = 0; s < taps; ++s) {
-        const float* xs = xr + s * a.dw;
+        const float* xs = xr + s * a.xss;
         reg wv[KI];
 #pragma GCC unroll 8
         for (int i = 0; i < KI; ++i) wv[i] = V::bcast(wr + i * a.wks + s);
@@ -852,15 +881,37 @@ void few_tile(const FewTile& a) {
 #pragma GCC unroll 16
       for (int v = 0; v < WV; ++v) acc[i][v] = V::relu(acc[i][v], sl);
   }
+  if (a.pitch == 0) {
 #pragma GCC unroll 8
-  for (int i = 0; i < KI; ++i) {
-    float* yi = a.y + i * a.yks;
+    for (int i = 0; i < KI; ++i) {
+      float* yi = a.y + i * a.yks;
 #pragma GCC unroll 16
-    for (int v = 0; v < WV - 1; ++v) V::storeu(yi + v * L, acc[i][v]);
-    if (a.last == L)
-      V::storeu(yi + (WV - 1) * L, acc[i][WV - 1]);
-    else
-      V::mask_storeu(yi + (WV - 1) * L, acc[i][WV - 1], a.last);
+      for (int v = 0; v < WV - 1; ++v) V::storeu(yi + v * L, acc[i][v]);
+      if (a.last == L)
+        V::storeu(yi + (WV - 1) * L, acc[i][WV - 1]);
+      else
+        V::mask_storeu(yi + (WV - 1) * L, acc[i][WV - 1], a.last);
+    }
+    return;
+  }
+  // Flat mode: the tile's pitched outputs go through a buffer; each row's valid columns are
+  // copied to y (a few short copies per channel, against R*S*Ci*WV*KI FMAs).
+  alignas(64) float buf[KI][WV * L];
+#pragma GCC unroll 8
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < WV; ++v) V::store(buf[i] + v * L, acc[i][v]);
+  const int64_t end = a.m0 + (WV - 1) * L + a.last;
+  for (int64_t m = a.m0; m < end;) {
+    const int64_t oh = m / a.pitch, ow = m % a.pitch;
+    const int64_t n = std::min(a.pitch - ow, end - m);
+    const int64_t valid = std::clamp<int64_t>(a.Q - ow, 0, n);
+    if (valid > 0) {
+      float* dst = a.y + oh * a.Q + ow;
+      for (int i = 0; i < KI; ++i)
+        std::memcpy(dst + i * a.yks, buf[i] + (m - a.m0), sizeof(float) * valid);
+    }
+    m += n;
   }
 }
 
@@ -883,7 +934,9 @@ FewTileFn few_fn(int ki, int wv) {
 }
 
 // Forward-form few-channel convolution: x NCHW, w [G*Co][Ci][R][S]. The workspace holds the
-// inner weights (sw > 1) and then the padded input chunk.
+// inner weights (sw > 1) and then the input planes of a chunk. Row mode: an item is one output
+// row of one block of output channels. Flat mode: an item is one tile of pitched outputs of one
+// image and group, for every block of output channels in turn (the tile's inputs stay in cache).
 void few_forward_form(const Desc& outer, const float* x, const float* w_outer, const float* bias,
                       float* y, float* ws, bool relu = false, float slope = 0.f) {
   const FewDesc f = few_desc(outer);
@@ -896,14 +949,57 @@ void few_forward_form(const Desc& outer, const float* x, const float* w_outer, c
     few_inner_weights(f, w_outer, wi);
     w = wi;
   }
-  const int64_t Hp = d.Hp(), Wp = d.Wp(), P = d.P, Q = d.Q;
+  const int64_t P = d.P, Q = d.Q, plane = f.plane(), width = f.width;
   const int64_t KS = ceil_div(d.Co, T::kKI);
   const int64_t tile_px = T::kWV * L;
+  const int64_t tiles = f.flat ? ceil_div(f.span(), tile_px) : 1;
+  FewTile a0;
+  a0.xcs = f.hs * plane;
+  a0.hs = f.hs;
+  a0.xrp = plane;
+  a0.xrs = width;
+  a0.dh = d.dh;
+  a0.xss = d.dw;
+  a0.wks = d.Ci * d.R * d.S;
+  a0.Ci = d.Ci;
+  a0.R = d.R;
+  a0.S = d.S;
+  a0.phases = outer.sw;
+  a0.S_outer = outer.S;
+  a0.yks = P * Q;
+  a0.pitch = f.flat ? width : 0;
+  a0.Q = Q;
+  a0.relu = relu;
+  a0.slope = slope;
   for (int64_t n0 = 0; n0 < d.N; n0 += f.nb) {
     const int64_t nb = std::min(f.nb, d.N - n0);
     few_input_copy(f, x + n0 * outer.G * outer.Ci * outer.H * outer.W, nb, xp_buf);
-    // Slack after the last plane: vector reads of the last row may run up to L - 1 past it.
+    // Slack after the last plane: the last vectors may read up to L - 1 past it.
     once([&] { std::memset(xp_buf + nb * f.img(), 0, sizeof(float) * L); });
+    if (f.flat) {
+      loop(nb * d.G * tiles, [&](int64_t item) {
+        const int64_t m0 = item % tiles * tile_px, ng = item / tiles;  // ng = nl * G + g
+        const int64_t px = std::min(tile_px, f.span() - m0);
+        const int wv = static_cast<int>(ceil_div(px, L));
+        FewTile a = a0;
+        a.x = xp_buf + ng * d.Ci * f.hs * plane + m0;
+        a.m0 = m0;
+        a.last = static_cast<int>(px - (wv - 1) * L);
+        const int64_t kg0 = ng % d.G * d.Co;  // the group's first output channel
+        float* yg = y + (n0 * d.G + ng) * d.Co * P * Q;
+        // The tile's first output row, where the next block of channels will store.
+        const int64_t out0 = m0 / width * Q;
+        for (int64_t k0 = 0; k0 < d.Co; k0 += T::kKI) {
+          const int ki = static_cast<int>(std::min<int64_t>(T::kKI, d.Co - k0));
+          a.w = w + (kg0 + k0) * a.wks;
+          a.bias = bias ? bias + kg0 + k0 : nullptr;
+          a.y = yg + k0 * P * Q;
+          a.pf = a.y + ki * P * Q + out0;  // (a prefetch never faults)
+          few_fn(ki, wv)(a);
+        }
+      });
+      continue;
+    }
     loop(nb * d.G * KS * P, [&](int64_t item) {
       const int64_t oh = item % P;
       int64_t rest = item / P;
@@ -913,22 +1009,10 @@ void few_forward_form(const Desc& outer, const float* x, const float* w_outer, c
       const int64_t k0 = ks * T::kKI;
       const int ki = static_cast<int>(std::min<int64_t>(T::kKI, d.Co - k0));
       const int64_t kglob = g * d.Co + k0;
-      FewTile a;
-      a.xcs = Hp * Wp;
-      a.xrs = d.dh * Wp;
-      a.dw = d.dw;
-      a.wks = d.Ci * d.R * d.S;
+      FewTile a = a0;
       a.w = w + kglob * a.wks;
-      a.Ci = d.Ci;
-      a.R = d.R;
-      a.S = d.S;
-      a.phases = outer.sw;
-      a.S_outer = outer.S;
       a.bias = bias ? bias + kglob : nullptr;
-      a.yks = P * Q;
-      a.relu = relu;
-      a.slope = slope;
-      const float* xrow = xp_buf + ((nl * d.G + g) * d.Ci * Hp + oh * d.sh) * Wp;
+      const float* xrow = xp_buf + ((nl * d.G + g) * d.Ci * f.rows + oh * d.sh) * width;
       float* yrow = y + ((n0 + nl) * d.G * d.Co + kglob) * P * Q + oh * Q;
       for (int64_t ow0 = 0; ow0 < Q; ow0 += tile_px) {
         const int64_t px = std::min(tile_px, Q - ow0);
@@ -949,15 +1033,16 @@ int64_t ws_few_forward_form(const Desc& d) {
   return kAlignSlack + round_up(f.inner_weights(), 16) + round_up(f.nb * f.img() + L, 16);
 }
 
-// Few-channel weight gradient (sw == 1): per output channel and tap, vector partial sums
-// accv[k][t][L] over the output rows, reduced across lanes at the end.
+// Few-channel weight gradient: per output channel and tap, vector partial sums accv[k][t][L]
+// over the outputs, reduced across lanes at the end. Row mode runs rows of Q outputs; flat mode
+// runs spans of the pitched outputs against the pitched dy copy (zeros in the dropped columns).
 struct FewBwwTile {
-  const float* x;        // padded planes at (image, group's first channel, row oh0*sh, col 0)
-  int64_t xrow;          // floats between output rows (sh * Wp)
-  const int64_t* off;    // tap offsets (c * Hp*Wp + r*dh*Wp + s*dw), TT of them
-  const float* dy;       // NCHW dy at (image, first output channel, oh0, 0)
-  int64_t dyks;          // P * Q
-  int64_t rows, Q;
+  const float* x;        // input planes at (image, group's first channel, first output)
+  int64_t xrow;          // floats between output rows (row mode: sh * Wp)
+  const int64_t* off;    // tap offsets, TT of them
+  const float* dy;       // dy (or its pitched copy) at (image, first output channel, first output)
+  int64_t dyks;          // floats between output channels
+  int64_t rows, Q;       // rows of Q outputs (flat mode: one span of Q)
   float* acc;            // accv at (first output channel, first tap)
   int64_t accks;         // floats between output channels in accv (T * L)
 };
@@ -1030,69 +1115,104 @@ FewBwwTileFn few_bww_fn(int ki, int tt) {
 
 struct FewBwwSizes {
   FewDesc f;
-  int64_t T, xp, offs, accv;
+  int64_t T, xp, dyp, offs, accv;
 };
 
 FewBwwSizes few_bww_sizes(const ConvGeom& g) {
-  FewBwwSizes z{few_desc(forward_desc(g)), 0, 0, 0, 0};
+  FewBwwSizes z{few_desc(forward_desc(g), true), 0, 0, 0, 0, 0};
   const Desc& d = z.f.d;
   z.T = d.Ci * d.R * d.S;
   z.xp = z.f.nb * z.f.img() + L;
+  z.dyp = z.f.nb * z.f.dyp;
   z.offs = 2 * z.T;  // int64 offsets stored in float slots
   z.accv = g.K * z.T * L;
   return z;
 }
 
+// dy of images [n0, n0 + nb) (dy points at n0) with the output pitch: [nl][k][oh][width], zero
+// in the columns ow >= Q.
+void pitched_dy_copy(const FewDesc& f, const float* dy, int64_t nb, float* dst) {
+  const Desc& d = f.d;
+  const int64_t Q = d.Q, width = f.width;
+  loop(nb * d.G * d.Co * d.P, [&](int64_t row) {
+    std::memcpy(dst + row * width, dy + row * Q, sizeof(float) * Q);
+    std::memset(dst + row * width + Q, 0, sizeof(float) * (width - Q));
+  });
+}
+
+// Pitched outputs per flat-mode span: dy's span of a block of output channels stays in L1.
+constexpr int64_t kBwwSpan = 1024;
+
 void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db,
                      float* ws) {
   const FewBwwSizes z = few_bww_sizes(g);
-  const Desc& d = z.f.d;
+  const FewDesc& f = z.f;
+  const Desc& d = f.d;
   Carver cv(ws);
   float* xp = cv.take(z.xp);
+  float* dyp = cv.take(z.dyp);
   auto* offs = reinterpret_cast<int64_t*>(cv.take(z.offs));
   float* accv = cv.take(z.accv);
-  // Hp x Wp: the planes the tiles read (phase planes for sw > 1, see few_desc).
-  const int64_t Hp = z.f.inner.Hp(), Wp = z.f.inner.Wp(), P = d.P, Q = d.Q, T = z.T;
-  const int64_t sw = d.sw;
+  const int64_t plane = f.plane(), width = f.width, P = d.P, Q = d.Q, T = z.T;
+  const int64_t sw = d.sw, hs = f.hs;
   once([&] {
+    // Tap (c, r, s): column phase s % sw at column s / sw (sw > 1), row phase o % hs at row
+    // o / hs (o = r*dh).
     for (int64_t c = 0, t = 0; c < d.Ci; ++c)
       for (int64_t r = 0; r < d.R; ++r)
         for (int64_t s = 0; s < d.S; ++s, ++t) {
-          const int64_t plane = sw == 1 ? c : c * sw + s % sw;
+          const int64_t phase = sw == 1 ? 0 : s % sw;
           const int64_t col = sw == 1 ? s * d.dw : s / sw;
-          offs[t] = plane * Hp * Wp + r * d.dh * Wp + col;
+          const int64_t o = r * d.dh;
+          offs[t] = ((c * sw + phase) * hs + o % hs) * plane + o / hs * width + col;
         }
     std::memset(accv, 0, sizeof(float) * z.accv);
   });
   const int64_t KS = ceil_div(d.Co, T::kTKI);
   const int64_t rows_per = std::max<int64_t>(1, 1024 / Q);
-  for (int64_t n0 = 0; n0 < d.N; n0 += z.f.nb) {
-    const int64_t nb = std::min(z.f.nb, d.N - n0);
-    few_input_copy(z.f, x + n0 * d.G * d.Ci * d.H * d.W, nb, xp);
-    once([&] { std::memset(xp + nb * z.f.img(), 0, sizeof(float) * L); });
+  for (int64_t n0 = 0; n0 < d.N; n0 += f.nb) {
+    const int64_t nb = std::min(f.nb, d.N - n0);
+    few_input_copy(f, x + n0 * d.G * d.Ci * d.H * d.W, nb, xp);
+    once([&] { std::memset(xp + nb * f.img(), 0, sizeof(float) * L); });
+    if (f.flat) pitched_dy_copy(f, dy + n0 * g.K * P * Q, nb, dyp);
     loop(d.G * KS, [&](int64_t item) {
       const int64_t ks = item % KS, g_ = item / KS;
       const int64_t k0 = ks * T::kTKI;
       const int ki = static_cast<int>(std::min<int64_t>(T::kTKI, d.Co - k0));
       const int64_t kglob = g_ * d.Co + k0;
       FewBwwTile a;
-      a.xrow = d.sh * Wp;
-      a.dyks = P * Q;
-      a.Q = Q;
+      a.xrow = d.sh * width;
       a.accks = T * L;
+      const auto taps = [&] {
+        for (int64_t t0 = 0; t0 < T; t0 += T::kTT) {
+          const int tt = static_cast<int>(std::min<int64_t>(T::kTT, T - t0));
+          a.off = offs + t0;
+          a.acc = accv + (kglob * T + t0) * L;
+          few_bww_fn(ki, tt)(a);
+        }
+      };
       for (int64_t nl = 0; nl < nb; ++nl) {
-        const float* xg = xp + (nl * d.G + g_) * z.f.inner.Ci * Hp * Wp;
+        const float* xg = xp + (nl * d.G + g_) * f.inner.Ci * hs * plane;
+        if (f.flat) {
+          a.dyks = P * width;
+          a.rows = 1;
+          const float* dyg = dyp + (nl * g.K + kglob) * P * width;
+          for (int64_t m0 = 0; m0 < f.span(); m0 += kBwwSpan) {
+            a.Q = std::min(kBwwSpan, f.span() - m0);
+            a.x = xg + m0;
+            a.dy = dyg + m0;
+            taps();
+          }
+          continue;
+        }
+        a.dyks = P * Q;
+        a.Q = Q;
         const float* dyg = dy + ((n0 + nl) * g.K + kglob) * P * Q;
         for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
           a.rows = std::min(rows_per, P - oh0);
-          a.x = xg + oh0 * d.sh * Wp;
+          a.x = xg + oh0 * d.sh * width;
           a.dy = dyg + oh0 * Q;
-          for (int64_t t0 = 0; t0 < T; t0 += T::kTT) {
-            const int tt = static_cast<int>(std::min<int64_t>(T::kTT, T - t0));
-            a.off = offs + t0;
-            a.acc = accv + (kglob * T + t0) * L;
-            few_bww_fn(ki, tt)(a);
-          }
+          taps();
         }
       }
     });
@@ -1105,7 +1225,8 @@ void few_bwd_weights(const ConvGeom& g, const float* x, const float* dy, float* 
 
 int64_t ws_few_bww(const ConvGeom& g) {
   const FewBwwSizes z = few_bww_sizes(g);
-  return kAlignSlack + round_up(z.xp, 16) + round_up(z.offs, 16) + round_up(z.accv, 16);
+  return kAlignSlack + round_up(z.xp, 16) + round_up(z.dyp, 16) + round_up(z.offs, 16) +
+         round_up(z.accv, 16);
 }
 
 // Flipped, transposed weights for the few-channel backward data: wf[g*Cg + c][k][r][s] =
