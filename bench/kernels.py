@@ -20,8 +20,14 @@ Convolutions (--only conv; also in the default run): the layers of LeNet (batch 
 it) and backward (data + weight + bias gradients) in ms, GFLOP/s (direct-algorithm flops,
 2*N*K*C/G*R*S*P*Q per pass, twice that for the backward), % of peak (engine.kernels.peak_gflops()
 of the ISA in use x threads) and the ratio to torch.nn.functional.conv2d / aten
-convolution_backward on the same threads (x torch > 1: crema is faster). --wcache times the
-HEP layers' direct forward with and without the weight cache (conv_forward's weight_cache).
+convolution_backward on the same threads (x torch > 1: crema is faster), crema and torch
+alternating in every round. --wcache times the HEP layers' direct forward with and without the
+weight cache (conv_forward's weight_cache).
+
+    python bench/kernels.py --first-layer   # AlexNet conv1 vs torch, 1 and 2 threads
+
+prints, with the ISA in use and the load average, AlexNet conv1's forward and weight gradient
+(dW + db) against torch per thread count (1 and 2), crema and torch alternating in every round.
 """
 import argparse
 import os
@@ -155,9 +161,23 @@ def conv_arrays(geo, seed=0):
             rng.standard_normal((n, k, p, q), dtype=np.float32))
 
 
-def crema_conv_ms(geo, reps):
-    """(fwd ms, bwd ms, kernels) as the Convolution layer runs them: one call per pass on the
-    geometry with conv_algorithm's choices, a workspace and a weight cache per pass."""
+def alternating_medians(fns, reps, warmup=1):
+    """Median ms of each callable in fns (a dict), timed in rounds that call every one in turn,
+    so that all of them see the same contention on a shared machine."""
+    times = {name: [] for name in fns}
+    for i in range(warmup + reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def crema_conv_passes(geo):
+    """(fwd, bwd_weights, bwd_data, kernels) as the Convolution layer runs them: one call per
+    pass on the geometry with conv_algorithm's choices, a workspace and a weight cache per
+    pass."""
     x, w, b, dy = conv_arrays(geo)
     y, dx = np.empty_like(dy), np.empty_like(x)
     dw, db = np.zeros_like(w), np.zeros_like(b)
@@ -170,42 +190,61 @@ def crema_conv_ms(geo, reps):
     def fwd():
         kernels.conv_forward(x, w, b, y, g, ws, weight_cache=wc["fwd"])
 
-    def bwd():
+    def bwd_weights():
         kernels.conv_backward_weights(x, dy, dw, db, g, ws)
+
+    def bwd_data():
         kernels.conv_backward_data(dy, w, dx, g, ws, weight_cache=wc["bwd_data"])
 
-    return median_ms(fwd, reps), median_ms(bwd, reps), names
+    return fwd, bwd_weights, bwd_data, names
 
 
-def torch_conv_ms(geo, reps):
+def torch_conv_passes(geo):
+    """(fwd, bwd_weights (weight + bias), bwd (data + weight + bias)) through torch on the
+    current thread count, or None where torch is not importable (it is not a dependency)."""
     try:
         import torch
         import torch.nn.functional as F
     except Exception:  # torch is optional
-        return None, None
+        return None
     torch.set_num_threads(engine.get_num_threads())
     n, c, h, wd, k, r, s, ph, pw, sh, sw, dh, dw_, g = geo
     x, w, b, dy = (torch.from_numpy(a) for a in conv_arrays(geo))
     kw = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw_), groups=g)
-    with torch.no_grad():
-        fwd = median_ms(lambda: F.conv2d(x, w, b, **kw), reps)
-        bwd = median_ms(lambda: torch.ops.aten.convolution_backward(
-            dy, x, w, [k], [sh, sw], [ph, pw], [dh, dw_], False, [0, 0], g,
-            [True, True, True]), reps)
-    return fwd, bwd
+
+    def backward(mask):
+        with torch.no_grad():
+            torch.ops.aten.convolution_backward(dy, x, w, [k], [sh, sw], [ph, pw], [dh, dw_],
+                                                False, [0, 0], g, mask)
+
+    def fwd():
+        with torch.no_grad():
+            F.conv2d(x, w, b, **kw)
+
+    return fwd, lambda: backward([False, True, True]), lambda: backward([True, True, True])
 
 
 def bench_conv(reps):
     nt = engine.get_num_threads()
     print(f"\nconvolutions (peak = peak_gflops() x {nt} threads, probed right after each layer's "
-          f"timing since the machine is shared; median of {reps})")
+          f"timing since the machine is shared; median of {reps}, crema and torch alternating)")
     print(f"{'layer':>14} {'fwd ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'torch':>8} {'x torch':>7} "
           f"{'bwd ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'torch':>8} {'x torch':>7} {'peak':>6}  "
           "kernels (fwd / bwd_data / bwd_weights)")
     for name, geo in LENET_ALEXNET:
-        f, bw, names = crema_conv_ms(geo, reps)
+        fwd, bwd_weights, bwd_data, names = crema_conv_passes(geo)
+
+        def bwd():
+            bwd_weights()
+            bwd_data()
+        fns = {"f": fwd, "b": bwd}
+        theirs = torch_conv_passes(geo)
+        if theirs is not None:
+            fns.update(tf=theirs[0], tb=theirs[2])
+        ms = alternating_medians(fns, reps)
+        f, bw = ms["f"], ms["b"]
         peak = kernels.peak_gflops() * nt
-        tf, tb = torch_conv_ms(geo, reps)
+        tf, tb = ms.get("tf"), ms.get("tb")
         fl = conv_flops(geo)
         gf, gb = fl / f / 1e6, 2 * fl / bw / 1e6
 
@@ -214,6 +253,36 @@ def bench_conv(reps):
         print(f"{name:>14} {f:>8.2f} {gf:>8.1f} {100 * gf / peak:>5.0f}%{tcol(tf, f)} "
               f"{bw:>8.2f} {gb:>8.1f} {100 * gb / peak:>5.0f}%{tcol(tb, bw)} {peak:>6.0f}  "
               f"{names['fwd']} / {names['bwd_data']} / {names['bwd_weights']}")
+
+
+FIRST_LAYER = ("alexnet conv1", LENET_ALEXNET[2][1])
+
+
+def bench_first_layer(reps, thread_counts=(1, 2)):
+    """AlexNet conv1 (3 channels, 11x11, stride 4, batch 16) against torch, per thread count:
+    forward and weight gradient (dW + db) medians, crema and torch alternating in every round;
+    x torch > 1: crema is faster."""
+    name, geo = FIRST_LAYER
+    isa = kernels.cpu_info()["isa"]
+    before = engine.get_num_threads()
+    print(f"\n{name} {geo[:4]} -> {geo[4]} outputs, ISA {isa}, median of {reps}, crema and torch "
+          "alternating")
+    print(f"{'threads':>7} {'fwd ms':>8} {'torch':>8} {'x torch':>7} {'bwd_w ms':>8} "
+          f"{'torch':>8} {'x torch':>7} {'load avg':>8}  kernels (fwd / bwd_weights)")
+    try:
+        for nt in thread_counts:
+            engine.set_num_threads(nt)
+            fwd, bwd_weights, _, names = crema_conv_passes(geo)
+            theirs = torch_conv_passes(geo)
+            if theirs is None:
+                sys.exit("--first-layer compares against torch, which is not importable")
+            ms = alternating_medians({"f": fwd, "tf": theirs[0], "w": bwd_weights,
+                                      "tw": theirs[1]}, reps)
+            print(f"{nt:>7} {ms['f']:>8.2f} {ms['tf']:>8.2f} {ms['tf'] / ms['f']:>7.2f} "
+                  f"{ms['w']:>8.2f} {ms['tw']:>8.2f} {ms['tw'] / ms['w']:>7.2f} "
+                  f"{os.getloadavg()[0]:>8.2f}  {names['fwd']} / {names['bwd_weights']}")
+    finally:
+        engine.set_num_threads(before)
 
 
 def bench_wcache(reps, batch=8):
@@ -250,6 +319,9 @@ def main(argv=None):
                     help="only the pooling or only the convolution section")
     ap.add_argument("--wcache", action="store_true",
                     help="also time the weight cache on the HEP layers")
+    ap.add_argument("--first-layer", action="store_true",
+                    help="only AlexNet conv1 against torch on 1 and 2 threads (forward and "
+                         "weight gradient, alternating rounds, with the ISA and load average)")
     args = ap.parse_args(argv)
     reps = max(5, args.reps)
     if args.threads:
@@ -264,6 +336,9 @@ def main(argv=None):
     print(f"# {info['vendor']} {info['model']}, {info['logical_cores']} logical cores, "
           f"ISAs {', '.join(isas)}, kernel threads {engine.get_num_threads()} "
           f"(OpenMP {'on' if kernels.openmp_enabled() else 'off'}), median of {reps}")
+    if args.first_layer:
+        bench_first_layer(reps)
+        return
     if args.wcache:
         bench_wcache(reps)
     if args.only != "pool":

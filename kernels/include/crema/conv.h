@@ -109,7 +109,8 @@ int64_t conv_cache_floats(const ConvGeom& g, ConvPass pass);
 // Kernels per ISA. "blocked": nChw{16,8}c activations, register tile of output pixels x
 // output-channel blocks, broadcast-FMA over input channels and taps; any geometry (groups are
 // separate blocked convolutions; a depthwise layer wastes most lanes there). "fewc": NCHW kept,
-// vectors along the output width, for few input channels per group (first layers, depthwise):
+// vectors along the output rows (or, where that fills more lanes, along an image's whole output
+// across row ends: flat mode), for few input channels per group (first layers, depthwise):
 // Cg <= 4 and sw == 1, or a larger column stride with dilation 1 and S >= sw (run over sw phase
 // planes of the input; bwd_data: Kg <= 4 and sh == sw == 1). "gemm": any geometry, per group
 // and chunk of images one SGEMM over every output pixel of the chunk (conv_gemm.isa.cpp).

@@ -4,7 +4,7 @@
 // per-ISA choice here is the register-tile sizes (DirectTiles):
 //   kOB x kWB   forward tile: output-channel blocks x output pixels (accumulators),
 //   kCI x kKJ   weight-gradient tile: input lanes x output-channel blocks,
-//   kKI x kWV   few-channel forward tile: output channels x vectors along the output row,
+//   kKI x kWV   few-channel forward tile: output channels x vectors along the output,
 //   kTKI x kTT  few-channel weight-gradient tile: output channels x taps.
 //
 // Layouts (L = V::L; per group g, Ci/Co input/output channels of the group, CB = ceil(Ci/L)):
