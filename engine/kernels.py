@@ -706,3 +706,17 @@ def all_finite(x):
     if _native_ok(x):
         return _native.all_finite(x)
     return bool(np.isfinite(np.sum(x, dtype=np.float64)))
+
+
+def sgemm_pair(first, second):
+    """Two independent products c = op(a) @ op(b) + beta * c, each given as (a, b, c, beta,
+    trans_a, trans_b) with C-contiguous float32 arrays: side by side, one per thread, at two
+    threads (see the binding), else one after the other on sgemm()."""
+    arrays = first[:3] + second[:3]
+    if native_available() and all(a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous
+                                  for a in arrays):
+        _native.sgemm_pair(*first[:3], float(first[3]), bool(first[4]), bool(first[5]),
+                           *second[:3], float(second[3]), bool(second[4]), bool(second[5]))
+        return
+    for a, b, c, beta, trans_a, trans_b in (first, second):
+        sgemm(a, b, c, 1.0, beta, trans_a=trans_a, trans_b=trans_b)

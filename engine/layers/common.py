@@ -133,16 +133,19 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.M, self.K)
         w = self.blobs[0]
         if self._native_gemm(dy, x, w.data, w.diff, bottom[0].diff):
-            if param_needs_grad(self, 0):
-                if self.transpose:  # dW (K, N) += x^T dy
-                    self._gemm(x, dy, w.diff, 1.0, 1.0, trans_a=True)
-                else:               # dW (N, K) += dy^T x
-                    self._gemm(dy, x, w.diff, 1.0, 1.0, trans_a=True)
+            # dW (K, N) += x^T dy (transpose) or dW (N, K) += dy^T x; dx = dy op(W)
+            weight_grad = ((x, dy) if self.transpose else (dy, x)) + (w.diff, 1.0, True, False)
+            data_grad = (dy, w.data, bottom[0].diff.reshape(self.M, self.K), 0.0, False,
+                         self.transpose)
             if self.bias_term and param_needs_grad(self, 1):
                 self.blobs[1].diff += dy.sum(axis=0).reshape(self.blobs[1].shape)
-            if propagate_down[0]:
-                dx = bottom[0].diff.reshape(self.M, self.K)
-                self._gemm(dy, w.data, dx, trans_b=self.transpose)
+            wanted = [g for g, want in ((weight_grad, param_needs_grad(self, 0)),
+                                        (data_grad, propagate_down[0])) if want]
+            if len(wanted) == 2 and self.precision == "fp32":
+                kernels.sgemm_pair(*wanted)  # independent products: side by side
+                return
+            for a, b, c, beta, trans_a, trans_b in wanted:
+                self._gemm(a, b, c, 1.0, beta, trans_a=trans_a, trans_b=trans_b)
             return
         if param_needs_grad(self, 0):
             if self.transpose:

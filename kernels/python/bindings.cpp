@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "crema/eltwise.h"
+#include "crema/gemm.h"
 #include "crema/im2col.h"
 #include "crema/isa.h"
 #include "crema/peak.h"
@@ -99,6 +100,24 @@ crema::Isa isa_from_name(const std::string& name) {
   throw py::value_error("unknown ISA '" + name + "' (avx512, avx2 or scalar)");
 }
 
+// GemmArgs over C-contiguous 2-D arrays (ValueError naming `what` when they do not fit).
+crema::GemmArgs contiguous_gemm(const char* what, Arr& a, Arr& b, Arr& c, float beta,
+                                bool trans_a, bool trans_b) {
+  const std::string name(what);
+  require(a.ndim() == 2 && b.ndim() == 2 && c.ndim() == 2, name + ": a, b and c must be 2-D");
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  require(K == Kb && c.shape(0) == M && c.shape(1) == N,
+          name + ": op(a) " + std::to_string(M) + " x " + std::to_string(K) + ", op(b) " +
+              std::to_string(Kb) + " x " + std::to_string(N) + " and c " +
+              std::to_string(c.shape(0)) + " x " + std::to_string(c.shape(1)) + " do not fit");
+  crema::GemmArgs g{trans_a, trans_b, M, N, K, 1.0f, a.data(), a.shape(1), b.data(), b.shape(1),
+                    beta, mut(c, "c"), c.shape(1)};
+  const char* err = crema::sgemm_args_error(g);
+  require(err == nullptr, name + ": " + (err ? err : ""));
+  return g;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -180,6 +199,35 @@ PYBIND11_MODULE(_kernels, m) {
     py::gil_scoped_release nogil;
     k.fn.bwd(xp, gp, dp, n, slope);
   }, py::arg("x"), py::arg("dy"), py::arg("dx").noconvert(), py::arg("slope"));
+
+  // Two independent products (InnerProduct's weight and data gradients). At two threads a
+  // product of a batch of 64 rows gains little from the second thread (its packing runs on one),
+  // so the two run side by side, one per thread (the nested regions inside each run on their own
+  // thread), when their work pays for two threads (threads_for_work); otherwise, or where nested
+  // regions would start more threads, one after the other.
+  m.def("sgemm_pair", [](Arr a1, Arr b1, Arr c1, float beta1, bool trans_a1, bool trans_b1,
+                         Arr a2, Arr b2, Arr c2, float beta2, bool trans_a2, bool trans_b2) {
+    const crema::GemmArgs g1 = contiguous_gemm("sgemm_pair (first)", a1, b1, c1, beta1,
+                                               trans_a1, trans_b1);
+    const crema::GemmArgs g2 = contiguous_gemm("sgemm_pair (second)", a2, b2, c2, beta2,
+                                               trans_a2, trans_b2);
+    require(c1.data() != c2.data(), "sgemm_pair: the two products write the same c");
+    py::gil_scoped_release nogil;
+#if defined(CREMA_HAVE_OPENMP)
+    const int64_t work =
+        crema::total_work(g1.m * g1.n, g1.k) + crema::total_work(g2.m * g2.n, g2.k);
+    if (crema::num_threads() == 2 && crema::threads_for_work(work, 2) == 2 &&
+        omp_get_max_active_levels() <= 1) {
+#pragma omp parallel for num_threads(2) schedule(static, 1)
+      for (int i = 0; i < 2; ++i) crema::sgemm(i == 0 ? g1 : g2);
+      return;
+    }
+#endif
+    crema::sgemm(g1);
+    crema::sgemm(g2);
+  }, py::arg("a1"), py::arg("b1"), py::arg("c1").noconvert(), py::arg("beta1"),
+     py::arg("trans_a1"), py::arg("trans_b1"), py::arg("a2"), py::arg("b2"),
+     py::arg("c2").noconvert(), py::arg("beta2"), py::arg("trans_a2"), py::arg("trans_b2"));
 
   // -- solver passes over the parameter arena (engine/solvers/updates.py) ------------------
   m.def("solver_kernel_name", [] { return std::string(crema::solver_kernel().name); });
