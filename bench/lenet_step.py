@@ -142,6 +142,7 @@ def main():
     print(f"LeNet training iteration, batch {BATCH}: crema ({info['isa']} kernels, "
           f"{info['model']}) vs PyTorch {torch.__version__} CPU; {args.rounds} rounds of "
           f"{args.iters} iterations, alternating; medians")
+    print(f"load average before: {_load()}")
     print(f"{'threads':>7} {'crema ms/iter':>14} {'torch ms/iter':>14} {'torch/crema':>12}")
     with tempfile.TemporaryDirectory() as folder:
         for threads in (int(t) for t in args.threads.split(",")):
@@ -159,6 +160,12 @@ def main():
             print(f"{threads:>7} {statistics.median(t_crema) * per_iter:>14.2f} "
                   f"{statistics.median(t_torch) * per_iter:>14.2f} "
                   f"{statistics.median(ratios):>11.2f}x")
+    print(f"load average after: {_load()} (the machine's other work: two threads need two idle "
+          "cores, so compare figures taken at similar loads)")
+
+
+def _load():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":
