@@ -292,7 +292,8 @@ def test_conv_forward_fuses_relu_and_repacks_only_changed_weights(isa, row):
 def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     for op in bf16.CONV_OPS:
         names = [r[0] for r in bf16.conv_rows(op)]
-        assert names[-1] == CONV_ROWS[1] and set(names) <= set(CONV_ROWS + (WINOGRAD_ROW,))
+        assert names[-1] == CONV_ROWS[1]
+        assert set(names) <= set(CONV_ROWS + (WINOGRAD_ROW,) + FP32_FEWC_ROWS)
     direct = (isa == "avx512" and kernels.cpu_info()["avx512_bf16"]
               and CONV_ROWS[0] in [r[0] for r in bf16.conv_rows("fwd")])
     unit, strided = CONV_CASES[0], CONV_CASES[1]
@@ -310,6 +311,27 @@ def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     forced = kernels.conv_geometry(hep, algo_fwd="direct", algo_bwd_data="direct")
     assert bf16.conv_kernel_name("fwd", forced) == CONV_ROWS[0 if direct else 1]
     assert bf16.conv_kernel_name("bwd_weights", hep) == CONV_ROWS[0 if direct else 1]
+
+
+FP32_FEWC_ROWS = ("fp32_direct_fewc_avx512", "fp32_direct_fewc_avx2")
+
+
+@pytest.mark.parametrize("row", FP32_FEWC_ROWS)
+def test_few_channel_forward_stays_float32(row):
+    """A forward pass with at most 4 input channels per group runs the float32 few-channel
+    kernel in bf16 mode: float32 rounding (bf16 operands would be off by about 1e-2)."""
+    _row_or_skip("fwd", row)
+    geometry = (2, 3, 20, 19, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    n, k = geometry[0], geometry[4]
+    p, q = kernels.conv_output_hw(geometry)
+    x, wt, bias, _ = _conv_data(geometry)
+    with kernels.isa_cap(row.rsplit("_", 1)[1]):
+        assert bf16.conv_kernel_name("fwd", geometry) == row
+        assert kernels.conv_kernel_name("fwd", geometry, x) == row.replace("fp32_", "")
+        y, want = np.empty((n, k, p, q), np.float32), np.empty((n, k, p, q), np.float32)
+        bf16.conv_forward(x, wt, bias, y, geometry, bf16.ConvScratch(), relu_slope=0.0)
+        kernels.conv_forward(x, wt, bias, want, geometry, relu=True)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
 WINOGRAD_ROW = "bf16conv_winograd_avx512_bf16"
