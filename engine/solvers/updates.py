@@ -32,10 +32,10 @@ threaded pass over the arena (kernels.sgd_update: normalize, regularize, momentu
 no before_update hook watches, data -= step), with the same float32 operations in the same order
 and no fused multiply-adds, so it gives the numpy rule's floats bit for bit; the numpy rule below
 remains its reference and the path wherever the native kernels do not run. The rules write their
-intermediates into per-thread work arrays (`_work`) instead of fresh numpy temporaries: a fresh ~MB temporary is returned to the
-OS when freed and page-faults back in on the next iteration, which measured 4.6 ms of LeNet's
-0.6 ms update. Sanity checks (Caffe's): AdaGrad and RMSProp refuse a
-momentum, RMSProp needs 0 <= rms_decay < 1.
+intermediates into per-thread work arrays (`_work`) instead of fresh numpy temporaries: a fresh
+~MB temporary is returned to the OS when freed and page-faults back in on the next iteration,
+which measured 4.6 ms of LeNet's 0.6 ms update. Sanity checks (Caffe's): AdaGrad and RMSProp
+refuse a momentum, RMSProp needs 0 <= rms_decay < 1.
 """
 import math
 import threading

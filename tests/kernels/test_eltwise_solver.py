@@ -36,7 +36,8 @@ def random_arena(rng, n):
     scale = F(10.0) ** rng.integers(-6, 3, n).astype(F)  # magnitudes where rounding shows
     return (rng.standard_normal(n).astype(F) * scale, rng.standard_normal(n).astype(F) * scale,
             rng.standard_normal(n).astype(F) * scale,
-            rng.choice([0.0, 1.0, 2.0, 0.37], n).astype(F), rng.choice([0.0, 1.0, 0.5], n).astype(F))
+            rng.choice([0.0, 1.0, 2.0, 0.37], n).astype(F),
+            rng.choice([0.0, 1.0, 0.5], n).astype(F))
 
 
 def bits(a):
