@@ -293,13 +293,17 @@ def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     for op in bf16.CONV_OPS:
         names = [r[0] for r in bf16.conv_rows(op)]
         assert names[-1] == CONV_ROWS[1]
-        assert set(names) <= set(CONV_ROWS + (WINOGRAD_ROW,) + FP32_FEWC_ROWS)
+        assert set(names) <= set(CONV_ROWS + (WINOGRAD_ROW, GEMM_RULE_ROW) + FP32_FEWC_ROWS)
     direct = (isa == "avx512" and kernels.cpu_info()["avx512_bf16"]
               and CONV_ROWS[0] in [r[0] for r in bf16.conv_rows("fwd")])
     unit, strided = CONV_CASES[0], CONV_CASES[1]
     assert bf16.conv_kernel_name("fwd", strided) == CONV_ROWS[0 if direct else 1]
-    assert bf16.conv_kernel_name("bwd_data", unit) == CONV_ROWS[0 if direct else 1]
-    assert bf16.conv_kernel_name("bwd_data", strided) == CONV_ROWS[1]  # stride 2: im2col
+    # 5 -> 7 channels: mostly channel padding for the direct kernel, so the GEMM rule's row
+    assert bf16.conv_kernel_name("bwd_data", unit) == ("bf16conv_gemm_rule" if direct else
+                                                       CONV_ROWS[1])
+    # stride 2 (no direct row): im2col, by the rule's row where it holds (it does here)
+    assert bf16.conv_kernel_name("bwd_data", strided) == ("bf16conv_gemm_rule" if direct else
+                                                          CONV_ROWS[1])
     assert bf16.conv_kernel_name("bwd_weights", strided) == CONV_ROWS[1]  # sw 3: im2col
     # a 128-channel 3x3 layer (the HEP net's): Winograd where the float32 rule picks it, which
     # pins it per geometry (and across ranks); a geometry forced to direct gets the direct row
@@ -310,7 +314,16 @@ def test_conv_rows_are_listed_and_chosen_by_rule(isa):
                                                   CONV_ROWS[0 if direct else 1])
     forced = kernels.conv_geometry(hep, algo_fwd="direct", algo_bwd_data="direct")
     assert bf16.conv_kernel_name("fwd", forced) == CONV_ROWS[0 if direct else 1]
+    assert bf16.conv_kernel_name("bwd_data", forced) == CONV_ROWS[0 if direct else 1]
     assert bf16.conv_kernel_name("bwd_weights", hep) == CONV_ROWS[0 if direct else 1]
+    # LeNet conv2's data gradient (mostly channel padding and border for the direct kernel): the
+    # im2col + GEMM implementation, by the float32 tables' rule
+    lenet2 = (64, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1)
+    assert bf16.conv_kernel_name("bwd_data", lenet2) == (GEMM_RULE_ROW if direct else CONV_ROWS[1])
+    assert bf16.conv_kernel_name("fwd", lenet2) == CONV_ROWS[0 if direct else 1]
+
+
+GEMM_RULE_ROW = "bf16conv_gemm_rule"  # the im2col row's implementation, placed by a rule
 
 
 FP32_FEWC_ROWS = ("fp32_direct_fewc_avx512", "fp32_direct_fewc_avx2")

@@ -44,8 +44,8 @@ def isa(request):
     reason = kernels.isa_skip_reason(request.param)
     if reason is not None:
         pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    return request.param
+    with kernels.isa_cap(request.param):  # the cap is the process's: restored afterwards
+        yield request.param
 
 
 def _net(tmp_path, seed=3):
@@ -112,7 +112,9 @@ def test_bf16_training_tracks_fp32(tmp_path):
         for _ in range(30):
             net.arena.diff[...] = 0
             run.append(float(net.forward_backward()))
-            net.arena.data[...] -= 0.05 * net.arena.diff
+            # lr 0.02: at 0.05 the loss jumps to 5x its start on the way, a chaotic path that
+            # no two roundings (not even two float32 kernels) follow within 10 %
+            net.arena.data[...] -= 0.02 * net.arena.diff
         losses[precision] = np.array(run)
     fp32, bf = losses["fp32"], losses["bf16"]
     assert fp32[-1] < 0.7 * fp32[0] and bf[-1] < 0.7 * bf[0], losses

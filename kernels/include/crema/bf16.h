@@ -38,7 +38,10 @@
 //     copy of the float32 weights: repacked only when they changed).
 //   bf16conv_im2col_gemm  every geometry, any CPU: per image bf16 input -> im2col over bands of
 //     output rows -> the bf16 GEMM above (whose own table follows the ISA cap); the data gradient
-//     through float32 col2im.
+//     through float32 col2im. On AVX512-BF16 CPUs the data gradient also runs it ahead of the
+//     direct row (as bf16conv_gemm_rule) where the float32 tables' AVX-512 GEMM rule holds.
+//   fp32_direct_fewc_avx512 / _avx2  (forward only) the float32 few-channel rows of crema/conv.h
+//     for at most 4 input channels per group: a first layer stays float32 (faster, and exact).
 // Passes: fwd y = conv(x, w) + bias (then the ReLU of crema/conv.h's epilogue when relu);
 // bwd_data dx = conv^T(dy, w) (overwritten); bwd_weights dw += dconv/dw, db += sum of dy (float32).
 #pragma once
