@@ -49,15 +49,6 @@ def _row_or_skip(op, name):
     return name
 
 
-@pytest.fixture(params=kernels.ISAS)
-def isa(request):
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    return request.param
-
-
 def _special_floats(rng):
     tiny = rng.standard_normal(300).astype(np.float32) * np.float32(1e-39)  # denormals
     normal = rng.standard_normal(3000).astype(np.float32) * np.float32(10.0) ** rng.integers(

@@ -8,16 +8,6 @@ from engine import kernels
 from engine import _kernels as native  # must be built: a missing module fails here
 
 
-@pytest.fixture(params=kernels.ISAS)
-def isa(request):
-    """Every ISA crema has; one this process cannot run is a skip that says why."""
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    return request.param
-
-
 @pytest.fixture(params=[1, 2])
 def threads(request):
     before = kernels.get_num_threads()

@@ -11,16 +11,6 @@ from engine import _kernels as native  # must be built: a missing module fails h
 F = np.float32
 
 
-@pytest.fixture(params=kernels.ISAS)
-def isa(request):
-    """Every ISA crema has; one this process cannot run is a skip that says why."""
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    return request.param
-
-
 def numpy_sgd(data, diff, history, lr_mult, decay_mult, diff_scale, weight_decay,
               regularization, rate, momentum, apply):
     """The reference: one float32 numpy operation per step of Caffe's SGD, in its order."""

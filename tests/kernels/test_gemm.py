@@ -6,22 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine import kernels
-from engine.blob import Blob
 from engine.testing import layer_from_text, run_forward
 
 from engine import _kernels as native  # must be built: a missing module fails here
 ISAS = kernels.runnable_isas()
-
-
-@pytest.fixture(params=kernels.ISAS)
-def isa(request, monkeypatch):
-    """Every ISA crema has; one this process cannot run is a skip that says why."""
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    monkeypatch.delenv("CREMA_KERNELS", raising=False)
-    return request.param
 
 
 def _operands(rng, m, n, k, ta, tb, pad):

@@ -5,23 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import engine
 from engine import kernels
 from engine.reference import im2col as ref
 
 from engine import _kernels as native  # must be built: a missing module fails here
 ISAS = kernels.runnable_isas()
-
-
-@pytest.fixture(params=kernels.ISAS)
-def isa(request, monkeypatch):
-    """Every ISA crema has; one this process cannot run is a skip that says why."""
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    kernels.set_max_isa(request.param)
-    monkeypatch.delenv("CREMA_KERNELS", raising=False)
-    return request.param
 
 
 def test_cpu_info_reports_the_cpu_and_isa(monkeypatch):

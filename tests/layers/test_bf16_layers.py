@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import bf16, kernels
+from engine import bf16
 from engine.errors import CremaError
 from engine.reference import bf16 as ref
 
@@ -37,15 +37,6 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 
 pytestmark = pytest.mark.skipif(not bf16.available(np.zeros(1, np.float32)),
                                 reason="the native kernels are not built or are turned off")
-
-
-@pytest.fixture(params=kernels.ISAS)
-def isa(request):
-    reason = kernels.isa_skip_reason(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    with kernels.isa_cap(request.param):  # the cap is the process's: restored afterwards
-        yield request.param
 
 
 def _net(tmp_path, seed=3):

@@ -191,6 +191,28 @@ CREMA_CONV_WINOGRAD_DECLS
 int64_t conv_winograd_workspace(const ConvGeom& g, ConvPass pass, bool all_threads);
 int64_t conv_winograd_cache(const ConvGeom& g, ConvPass pass);
 
+// A Winograd row supports g where Winograd applies and g's algorithm for the pass allows it
+// (rule: the fixed rule of rule_isa). choose() reaches a float32 row only when no better ISA is
+// usable, so under the rule the row's own ISA is the ISA in use; the bf16 rows use AVX-512's.
+bool conv_winograd_row_supports(const ConvGeom& g, ConvPass pass, Isa rule_isa);
+// The same and the sizes in KernelRow's member form, for the float32 and bf16 tables.
+template <Isa rule_isa, ConvPass pass>
+bool winograd_row_supports(const ConvGeom& g) {
+  return conv_winograd_row_supports(g, pass, rule_isa);
+}
+template <ConvPass pass>
+int64_t winograd_row_workspace(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, true);
+}
+template <ConvPass pass>
+int64_t winograd_row_min_workspace(const ConvGeom& g) {
+  return conv_winograd_workspace(g, pass, false);
+}
+template <ConvPass pass>
+int64_t winograd_row_cache(const ConvGeom& g) {
+  return conv_winograd_cache(g, pass);
+}
+
 // Whether the GEMM row of `isa` runs g's `pass` (the measured rule is in conv_common.cpp).
 bool conv_gemm_preferred(const ConvGeom& g, ConvPass pass, Isa isa);
 

@@ -11,7 +11,6 @@
 #include <new>
 
 #include "crema/threads.h"
-#include "crema/winograd.h"
 
 namespace crema {
 namespace scalar_impl {
@@ -263,35 +262,14 @@ void conv_bwd_weights_im2col(const float* x, const float* dy, float* dw, float* 
 bool direct_bwd_data_supports(const ConvGeom& g) { return g.sh == 1 && g.sw == 1; }
 bool direct_bwd_weights_supports(const ConvGeom& g) { return g.sw == 1; }
 
-// The Winograd rows: where Winograd applies and the pass's ConvAlgo allows it, under the
-// AVX-512 rule of the float32 tables (conv_winograd_preferred).
-template <ConvPass pass>
-bool winograd_supports(const ConvGeom& g) {
-  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
-  if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
-  if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
-  return a == ConvAlgo::winograd ||
-         conv_winograd_preferred(g, pass == ConvPass::bwd_data, Isa::avx512);
-}
-template <ConvPass pass>
-int64_t winograd_ws(const ConvGeom& g) {
-  return conv_winograd_workspace(g, pass, true);
-}
-template <ConvPass pass>
-int64_t winograd_min_ws(const ConvGeom& g) {
-  return conv_winograd_workspace(g, pass, false);
-}
-template <ConvPass pass>
-int64_t winograd_cache(const ConvGeom& g) {
-  return conv_winograd_cache(g, pass);
-}
-
 constexpr auto any_conv = any_geometry<ConvGeom>;
 const ConvKernel<ConvFwdFn> kConvFwdRows[] = {
 #if defined(CREMA_BUILD_AVX512_BF16)
-    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16, winograd_supports<ConvPass::fwd>,
-     avx512_bf16_impl::conv_fwd_winograd, winograd_ws<ConvPass::fwd>,
-     winograd_cache<ConvPass::fwd>, winograd_min_ws<ConvPass::fwd>},
+    // the AVX-512 rule of the float32 tables, so bf16 runs Winograd exactly where float32 does
+    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16,
+     winograd_row_supports<Isa::avx512, ConvPass::fwd>, avx512_bf16_impl::conv_fwd_winograd,
+     winograd_row_workspace<ConvPass::fwd>, winograd_row_cache<ConvPass::fwd>,
+     winograd_row_min_workspace<ConvPass::fwd>},
 #endif
 // Forward passes with at most 4 input channels per group (a first layer on RGB or calorimeter
 // images) stay float32: bf16 pairs would round 3 channels up to 4 and the blocked bf16 kernel up
@@ -323,9 +301,10 @@ bool gemm_bwd_data_preferred(const ConvGeom& g) {
 
 const ConvKernel<ConvBwdDataFn> kConvBwdDataRows[] = {
 #if defined(CREMA_BUILD_AVX512_BF16)
-    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16, winograd_supports<ConvPass::bwd_data>,
-     avx512_bf16_impl::conv_bwd_data_winograd, winograd_ws<ConvPass::bwd_data>,
-     winograd_cache<ConvPass::bwd_data>, winograd_min_ws<ConvPass::bwd_data>},
+    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16,
+     winograd_row_supports<Isa::avx512, ConvPass::bwd_data>,
+     avx512_bf16_impl::conv_bwd_data_winograd, winograd_row_workspace<ConvPass::bwd_data>,
+     winograd_row_cache<ConvPass::bwd_data>, winograd_row_min_workspace<ConvPass::bwd_data>},
     {"bf16conv_gemm_rule", Isa::avx512_bf16, gemm_bwd_data_preferred, conv_bwd_data_im2col,
      ws_im2col},
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_data_supports,

@@ -170,6 +170,14 @@ bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
   return std::min(cin, cout) >= 16 && !(small_channels && pixels <= 7 * 7);
 }
 
+bool conv_winograd_row_supports(const ConvGeom& g, ConvPass pass, Isa rule_isa) {
+  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
+  if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
+  if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
+  return a == ConvAlgo::winograd ||
+         conv_winograd_preferred(g, pass == ConvPass::bwd_data, rule_isa);
+}
+
 // The GEMM rows' rule (im2col/col2im around the ISA's SGEMM, conv_gemm.isa.cpp), from
 // A/B runs of every pass (one thread, alternating, medians; AMD EPYC Zen 5; ratio =
 // direct ms / GEMM ms) on LeNet, AlexNet conv1-3 and 3x3/5x5/7x7/1x1 layers, strides 1-4.
@@ -210,42 +218,20 @@ namespace {
 constexpr auto any = any_geometry<ConvGeom>;
 int64_t none(const ConvGeom&) { return 0; }
 
-// A Winograd row of `isa` supports g where Winograd applies and g's choice for the pass allows
-// it; choose() only reaches the row when no better ISA is usable, so under the rule the row's own
-// ISA is the ISA in use.
-template <Isa isa, ConvPass pass>
-bool winograd_row_supports(const ConvGeom& g) {
-  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
-  if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
-  if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
-  return a == ConvAlgo::winograd || conv_winograd_preferred(g, pass == ConvPass::bwd_data, isa);
-}
 template <Isa isa, ConvPass pass>
 bool gemm_row_supports(const ConvGeom& g) {
   return conv_gemm_preferred(g, pass, isa);
 }
 
-template <ConvPass pass>
-int64_t winograd_ws(const ConvGeom& g) {
-  return conv_winograd_workspace(g, pass, true);
-}
-template <ConvPass pass>
-int64_t winograd_min_ws(const ConvGeom& g) {
-  return conv_winograd_workspace(g, pass, false);
-}
-template <ConvPass pass>
-int64_t winograd_cache(const ConvGeom& g) {
-  return conv_winograd_cache(g, pass);
-}
 
 #define CREMA_WINOGRAD_FWD_ROW(isa)                                                            \
   {"winograd_" #isa, Isa::isa, winograd_row_supports<Isa::isa, ConvPass::fwd>,                 \
-   isa##_impl::conv_fwd_winograd, winograd_ws<ConvPass::fwd>, winograd_cache<ConvPass::fwd>,   \
-   winograd_min_ws<ConvPass::fwd>}
+   isa##_impl::conv_fwd_winograd, winograd_row_workspace<ConvPass::fwd>,                       \
+   winograd_row_cache<ConvPass::fwd>, winograd_row_min_workspace<ConvPass::fwd>}
 #define CREMA_WINOGRAD_BWD_ROW(isa)                                                            \
   {"winograd_" #isa, Isa::isa, winograd_row_supports<Isa::isa, ConvPass::bwd_data>,            \
-   isa##_impl::conv_bwd_data_winograd, winograd_ws<ConvPass::bwd_data>,                        \
-   winograd_cache<ConvPass::bwd_data>, winograd_min_ws<ConvPass::bwd_data>}
+   isa##_impl::conv_bwd_data_winograd, winograd_row_workspace<ConvPass::bwd_data>,             \
+   winograd_row_cache<ConvPass::bwd_data>, winograd_row_min_workspace<ConvPass::bwd_data>}
 
 const ConvKernel<ConvFwdFn> kFwdRows[] = {
 #ifdef CREMA_BUILD_AVX512
