@@ -162,9 +162,7 @@ void run(const crema::GemmArgs& g) {
         if (threads > 1) n_groups = std::min<int64_t>(n_panels, ceil_div(2 * threads, m_blocks));
         const int64_t panels_per_group = ceil_div(n_panels, n_groups);
         n_groups = ceil_div(n_panels, panels_per_group);
-        // work per task: its rows (a short last step has fewer than MC) x its panels' columns
-        crema::parallel_for(m_blocks * n_groups,
-                            std::min<int64_t>(MC, ms) * NR * kc * panels_per_group,
+        crema::parallel_for(m_blocks * n_groups, MC * NR * kc * panels_per_group,
                             [&](int64_t task) {
           const int64_t mb = task / n_groups, ng = task % n_groups;
           const int64_t i0 = mb * MC, mc = std::min<int64_t>(MC, ms - i0);
