@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/pkg/tests"
 cp -r engine "$work/pkg/"
 rm -f "$work"/pkg/engine/_kernels*.so
-cp -r tests/kernels "$work/pkg/tests/"
+cp -r tests/kernels tests/conftest.py "$work/pkg/tests/"  # the suite-wide fixtures (isa) too
 python -m pip install -q cmake ninja pybind11  # build tools (pip's build isolation kept its own)
 pybind11_dir=$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')
 cmake -S . -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCREMA_SANITIZE=ON \
