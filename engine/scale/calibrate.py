@@ -216,10 +216,12 @@ def measure_update_s(param_bytes, runs=5):
 def measure(prototxt, runs=3, warmup=1, threads=None, name=None):
     """Build engine.Net(prototxt, TRAIN) and measure it on this machine.
 
-    Returns ModelCosts with per-layer FLOPs and parameter bytes and a Timing: forward_s = median
-    of net.forward(), backward_s = median of net.forward_backward() minus forward_s, update_s =
-    median of a numpy momentum update over the parameters. threads: engine.set_num_threads
-    before timing (the threads each rank will use); None keeps the current setting.
+    Returns ModelCosts with per-layer FLOPs and parameter bytes and a Timing: forward_s and
+    backward_s = medians of the forward and backward passes' times within the same
+    net.forward_backward() runs (the net's own per-layer timing, summed: never a difference of
+    two noisy medians, which a loaded machine can make negative), update_s = median of a numpy
+    momentum update over the parameters. threads: engine.set_num_threads before timing (the
+    threads each rank will use); None keeps the current setting.
     """
     import engine
     if threads:
@@ -228,9 +230,14 @@ def measure(prototxt, runs=3, warmup=1, threads=None, name=None):
     costs = costs_from_net(net, name=name or str(prototxt))
     for _ in range(max(0, warmup)):
         net.forward_backward()
-    fb = _median_time(net.forward_backward, runs)
-    fwd = _median_time(net.forward, runs)
-    timing = Timing(batch=costs.batch, forward_s=min(fwd, fb), backward_s=max(fb - fwd, 0.0),
+    fwd, bwd = [], []
+    for _ in range(max(1, runs)):
+        f, b = [0.0] * len(net.layers), [0.0] * len(net.layers)
+        net.forward_backward(f, b)
+        fwd.append(sum(f))
+        bwd.append(sum(b))
+    timing = Timing(batch=costs.batch, forward_s=statistics.median(fwd),
+                    backward_s=statistics.median(bwd),
                     update_s=measure_update_s(costs.param_bytes), runs=runs,
                     threads=int(engine.get_num_threads()))
     return costs.with_timing(timing)
