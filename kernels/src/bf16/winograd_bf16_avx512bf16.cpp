@@ -54,27 +54,13 @@ inline void micro(const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb
     }
 }
 
-template <int NV, int R = kRows - 1>
-inline void tail_rows(int rows, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb,
-                      float* c, int64_t ldc, int64_t pairs, bool add) {
-  if constexpr (R >= 1) {
-    if (rows == R)
-      micro<R, NV>(a, lda, b, ldb, c, ldc, pairs, add);
-    else
-      tail_rows<NV, R - 1>(rows, a, lda, b, ldb, c, ldc, pairs, add);
-  }
-}
-
 template <int NV>
 inline void panel_rows(const uint32_t* a, int64_t lda, const uint32_t* b, float* c, int64_t ldc,
                        int64_t rows, int64_t pairs, bool add) {
   constexpr int64_t ldb = 16 * NV;
-  int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    micro<kRows, NV>(a + r * lda, lda, b, ldb, c + r * ldc, ldc, pairs, add);
-  if (rows > r)
-    tail_rows<NV>(static_cast<int>(rows - r), a + r * lda, lda, b, ldb, c + r * ldc, ldc, pairs,
-                  add);
+  winograd_row_blocks<kRows>(rows, [&](auto r, int64_t r0) {
+    micro<decltype(r)::value, NV>(a + r0 * lda, lda, b, ldb, c + r0 * ldc, ldc, pairs, add);
+  });
 }
 
 struct Ops : WinogradVecOps<VV> {

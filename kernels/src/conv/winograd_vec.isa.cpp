@@ -47,28 +47,13 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t ldb, floa
     }
 }
 
-// micro<R> for the R = rows % kRows leftover rows.
-template <int NV, int R = kRows - 1>
-inline void tail_rows(int rows, const float* a, int64_t lda, const float* b, int64_t ldb,
-                      float* c, int64_t ldc, int64_t kc, bool add) {
-  if constexpr (R >= 1) {
-    if (rows == R)
-      micro<R, NV>(a, lda, b, ldb, c, ldc, kc, add);
-    else
-      tail_rows<NV, R - 1>(rows, a, lda, b, ldb, c, ldc, kc, add);
-  }
-}
-
 template <int NV>
 inline void panel_rows(const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
                        int64_t rows, int64_t kc, bool add) {
   constexpr int64_t ldb = L * NV;
-  int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    micro<kRows, NV>(a + r * lda, lda, b, ldb, c + r * ldc, ldc, kc, add);
-  if (rows > r)
-    tail_rows<NV>(static_cast<int>(rows - r), a + r * lda, lda, b, ldb, c + r * ldc, ldc, kc,
-                  add);
+  winograd_row_blocks<kRows>(rows, [&](auto r, int64_t r0) {
+    micro<decltype(r)::value, NV>(a + r0 * lda, lda, b, ldb, c + r0 * ldc, ldc, kc, add);
+  });
 }
 
 // The transforms, packing and stores come from winograd_vec_ops.h; this unit adds the float32

@@ -8,10 +8,30 @@
 #ifndef CREMA_WINOGRAD_NS
 #error "define CREMA_WINOGRAD_NS before including winograd_vec_ops.h"
 #endif
+#include <type_traits>
 
 namespace crema {
 namespace CREMA_WINOGRAD_NS {
 namespace {
+
+// A GEMM panel's rows in register blocks of R rows, the leftover rows as one smaller block:
+// run(std::integral_constant<int, r>, first row) computes r rows (r a compile-time constant for
+// the unit's micro-kernel).
+template <int R, class Run>
+inline void winograd_tail_block(int left, int64_t r0, const Run& run) {
+  if constexpr (R >= 1) {
+    if (left == R)
+      run(std::integral_constant<int, R>{}, r0);
+    else
+      winograd_tail_block<R - 1>(left, r0, run);
+  }
+}
+template <int R, class Run>
+inline void winograd_row_blocks(int64_t rows, const Run& run) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) run(std::integral_constant<int, R>{}, r);
+  if (rows > r) winograd_tail_block<R - 1>(static_cast<int>(rows - r), r, run);
+}
 
 // A 16-channel block is 16 / L vectors (one zmm, two ymm).
 template <class VV>
