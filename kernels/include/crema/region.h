@@ -1,4 +1,5 @@
-// The threading and workspace helpers of the direct convolution kernels (fp32 and bf16).
+// The threading and workspace helpers of the direct convolution kernels (fp32 and bf16), and
+// their forward tile's epilogue.
 //
 // Threading: every kernel call is ONE parallel region (run_region, threads sized by its work) whose
 // phases -- weight packing, layout transforms, the micro-kernel loops -- are worksharing loops
@@ -84,6 +85,41 @@ struct Carver {
   // n bfloat16 values (two per float of storage).
   uint16_t* take_bf16(int64_t n) { return reinterpret_cast<uint16_t*>(take(ceil_div(n, 2))); }
 };
+
+// The forward tile's epilogue (fp32 and bf16 direct kernels alike): the fused ReLU, then OB
+// output blocks x WB pixels of accumulators (V::L channels each) stored into NCHW through
+// L x L transposes, nvalid[j] channels of block j (<= 0: the block is skipped).
+template <class V, int OB, int WB>
+inline void finish_tile_nchw(typename V::reg (&acc)[OB][WB], bool relu, float slope, float* y,
+                             int64_t yks, const int64_t* nvalid) {
+  using reg = typename V::reg;
+  constexpr int L = V::L;
+  if (relu) {
+    const reg sl = V::set1(slope);
+#pragma GCC unroll 4
+    for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 32
+      for (int p = 0; p < WB; ++p) acc[j][p] = V::relu(acc[j][p], sl);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < OB; ++j) {
+    if (nvalid[j] <= 0) continue;
+    float* yj = y + j * L * yks;
+    for (int p0 = 0; p0 < WB; p0 += L) {
+      reg t[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i)  // (the inner select keeps the index in range for the compiler)
+        t[i] = (p0 + i < WB) ? acc[j][p0 + i < WB ? p0 + i : 0] : V::zero();
+      V::transpose(t);
+      const int m = WB - p0 < L ? WB - p0 : L;
+      if (m == L) {
+        for (int64_t c = 0; c < nvalid[j]; ++c) V::storeu(yj + c * yks + p0, t[c]);
+      } else {
+        for (int64_t c = 0; c < nvalid[j]; ++c) V::mask_storeu(yj + c * yks + p0, t[c], m);
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace crema

@@ -182,27 +182,6 @@ struct FwdTile {
   float slope;
 };
 
-template <int OB, int WB>
-void store_tile_nchw(reg (&acc)[OB][WB], float* y, int64_t yks, const int64_t* nvalid) {
-  for (int j = 0; j < OB; ++j) {
-    if (nvalid[j] <= 0) continue;
-    float* yj = y + j * L * yks;
-    for (int p0 = 0; p0 < WB; p0 += L) {
-      reg t[L];
-#pragma GCC unroll 16
-      for (int i = 0; i < L; ++i)
-        t[i] = (p0 + i < WB) ? acc[j][p0 + i < WB ? p0 + i : 0] : V::zero();
-      V::transpose(t);
-      const int m = WB - p0 < L ? WB - p0 : L;
-      if (m == L) {
-        for (int64_t c = 0; c < nvalid[j]; ++c) V::storeu(yj + c * yks + p0, t[c]);
-      } else {
-        for (int64_t c = 0; c < nvalid[j]; ++c) V::mask_storeu(yj + c * yks + p0, t[c], m);
-      }
-    }
-  }
-}
-
 template <int OB, int WB, bool UNIT>
 void fwd_tile(const FwdTile& a) {
   reg acc[OB][WB];
@@ -239,14 +218,7 @@ void fwd_tile(const FwdTile& a) {
       }
     }
   }
-  if (a.relu) {
-    const reg sl = V::set1(a.slope);
-#pragma GCC unroll 4
-    for (int j = 0; j < OB; ++j)
-#pragma GCC unroll 32
-      for (int p = 0; p < WB; ++p) acc[j][p] = V::relu(acc[j][p], sl);
-  }
-  store_tile_nchw<OB, WB>(acc, a.y, a.yks, a.nvalid);
+  finish_tile_nchw<V>(acc, a.relu, a.slope, a.y, a.yks, a.nvalid);
 }
 
 using FwdTileFn = void (*)(const FwdTile&);
