@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from .reference import conv as _ref_conv
 from .reference import im2col as _ref_im2col
 from .reference import winograd as _ref_winograd
 
@@ -340,7 +341,7 @@ def sgemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
 # floats and the pass's weight cache of conv_weight_cache_size(geometry, op) floats, both owned by
 # the caller (a layer sizes them at reshape). The geometry is a native ConvGeometry (conv_geometry;
 # the functions here also take the legacy 14-tuple and convert it there). The numpy fallback (any
-# dtype, or no workspace) loops over the R*S taps only: one batched matrix product per tap.
+# dtype, or no workspace) is the reference convolution, engine/reference/conv.py.
 
 CONV_OPS = ("fwd", "bwd_data", "bwd_weights")
 
@@ -410,53 +411,12 @@ def _conv_native(workspace, *arrays):
     return (workspace is not None and _native_ok(workspace, *(a for a in arrays if a is not None)))
 
 
-def _np_conv_parts(geometry):
+def _ref_conv_layout(geometry):
+    """The numpy reference's view of a geometry: x's shape (N, C, H, W), w's (K, C/group, R, S),
+    dy's (N, K, P, Q), and the keywords pad, stride, dilation and group."""
     n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = conv_tuple(geometry)
-    p, q = conv_output_hw(geometry)
-    # Tap (r, s) reads padded rows r*dh, r*dh + sh, ... (p of them) and columns likewise.
-    taps = [(r, s, (slice(r * dh, r * dh + (p - 1) * sh + 1, sh),
-                    slice(s * dw, s * dw + (q - 1) * sw + 1, sw)))
-            for r in range(kh) for s in range(kw)]
-    return n, c, h, w, k, ph, pw, grp, p, q, taps
-
-
-def _np_conv_forward(x, w, bias, y, geometry):
-    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
-    xp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(x, w))
-    xp[..., ph:ph + h, pw:pw + wd] = x.reshape(n, grp, c // grp, h, wd)
-    wg = w.reshape(grp, k // grp, c // grp, -1)
-    out = np.zeros((n, grp, k // grp, p * q), dtype=xp.dtype)
-    for t, (_, _, (rows, cols)) in enumerate(taps):
-        out += np.matmul(wg[..., t], xp[..., rows, cols].reshape(n, grp, c // grp, p * q))
-    out = out.reshape(n, k, p, q)
-    if bias is not None:
-        out += bias.reshape(1, k, 1, 1)
-    y[...] = out.reshape(y.shape)
-
-
-def _np_conv_backward_data(dy, w, dx, geometry):
-    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
-    dxp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(dy, w))
-    wt = w.reshape(grp, k // grp, c // grp, -1).transpose(0, 2, 1, 3)
-    dyg = dy.reshape(n, grp, k // grp, p * q)
-    for t, (_, _, (rows, cols)) in enumerate(taps):
-        dxp[..., rows, cols] += np.matmul(wt[..., t], dyg).reshape(n, grp, c // grp, p, q)
-    dx[...] = dxp[..., ph:ph + h, pw:pw + wd].reshape(dx.shape)
-
-
-def _np_conv_backward_weights(x, dy, dw, db, geometry):
-    n, c, h, wd, k, ph, pw, grp, p, q, taps = _np_conv_parts(geometry)
-    xp = np.zeros((n, grp, c // grp, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(x, dy))
-    xp[..., ph:ph + h, pw:pw + wd] = x.reshape(n, grp, c // grp, h, wd)
-    dyg = dy.reshape(n, grp, k // grp, p * q)
-    grad = np.zeros((grp, k // grp, c // grp, len(taps)), dtype=xp.dtype)
-    for t, (_, _, (rows, cols)) in enumerate(taps):
-        patch = xp[..., rows, cols].reshape(n, grp, c // grp, p * q)
-        grad[..., t] = np.matmul(dyg, patch.transpose(0, 1, 3, 2)).sum(axis=0)
-    dw += grad.reshape(dw.shape).astype(dw.dtype, copy=False)
-    if db is not None:
-        db += dy.reshape(n, k, p * q).sum(axis=(0, 2)).reshape(db.shape).astype(db.dtype,
-                                                                              copy=False)
+    shapes = (n, c, h, w), (k, c // grp, kh, kw), (n, k) + conv_output_hw(geometry)
+    return shapes, dict(pad=(ph, pw), stride=(sh, sw), dilation=(dh, dw), group=grp)
 
 
 def _relu_inplace(y, slope):
@@ -474,7 +434,9 @@ def conv_forward(x, w, bias, y, geometry, workspace=None, relu=False, negative_s
         _native.conv_forward(x, w, bias, y, conv_geometry(geometry), workspace, bool(relu),
                              float(negative_slope), weight_cache)
     else:
-        _np_conv_forward(x, w, bias, y, geometry)
+        (x_shape, w_shape, _), options = _ref_conv_layout(geometry)
+        y[...] = _ref_conv.forward(x.reshape(x_shape), w.reshape(w_shape), bias,
+                                   **options).reshape(y.shape)
         if relu:
             _relu_inplace(y, negative_slope)
     return y
@@ -486,7 +448,9 @@ def conv_backward_data(dy, w, dx, geometry, workspace=None, weight_cache=None):
     if _conv_native(workspace, dy, w, dx):
         _native.conv_backward_data(dy, w, dx, conv_geometry(geometry), workspace, weight_cache)
     else:
-        _np_conv_backward_data(dy, w, dx, geometry)
+        (x_shape, w_shape, dy_shape), options = _ref_conv_layout(geometry)
+        dx[...] = _ref_conv.backward_data(dy.reshape(dy_shape), w.reshape(w_shape), x_shape[2:],
+                                          **options).reshape(dx.shape)
     return dx
 
 
@@ -495,7 +459,12 @@ def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
     if _conv_native(workspace, x, dy, dw, db):
         _native.conv_backward_weights(x, dy, dw, db, conv_geometry(geometry), workspace)
     else:
-        _np_conv_backward_weights(x, dy, dw, db, geometry)
+        (x_shape, w_shape, dy_shape), options = _ref_conv_layout(geometry)
+        grad_w, grad_b = _ref_conv.backward_weights(x.reshape(x_shape), dy.reshape(dy_shape),
+                                                    w_shape[2:], **options)
+        dw += grad_w.reshape(dw.shape).astype(dw.dtype, copy=False)
+        if db is not None:
+            db += grad_b.reshape(db.shape).astype(db.dtype, copy=False)
     return dw
 
 

@@ -1,4 +1,4 @@
-"""Convolution, Deconvolution and Im2col: 2-D convolution by im2col + matrix product, as Caffe.
+"""Convolution, Deconvolution and Im2col: Caffe's 2-D convolution layers and its patch layout.
 
 All three read ConvolutionParameter with Caffe's rules (BaseConvolutionLayer::LayerSetUp):
 - kernel_size / pad / stride / dilation are repeated: one value for both spatial axes or one per
@@ -15,14 +15,15 @@ workspace and one weight cache per pass (the packed or transformed weights, reco
 the weights change), and records the kernels' names: `self.kernels` names all three passes'
 table rows, `self.kernel` the forward one, `self.algorithm` the forward and data-gradient
 algorithm. float64 (gradient checks), CREMA_KERNELS=reference and builds without the native module
-take the im2col + matrix-product path below, whose column workspace (one image at a time) is
-allocated on first use. engine.net may fuse an in-place ReLU into the forward kernel
-(ConvolutionLayer.relu_epilogue).
+run the numpy reference of the same three passes (engine/reference/conv.py: the whole batch at
+once, in the blobs' dtype; `self.kernel` is then "numpy"). engine.net may fuse an in-place ReLU
+into the native forward kernel (ConvolutionLayer.relu_epilogue); the reference never fuses it.
 """
 import numpy as np
 
 from .. import bf16, kernels
 from ..layer import Layer
+from ..reference import conv as ref_conv
 from ..registry import register_layer
 from .common import canonical_axis, param_needs_grad
 
@@ -81,8 +82,6 @@ class _ConvGeometryMixin:
             if min(pair) <= 0:
                 raise self.error(f"{what} dimensions must be positive, got {pair}")
         self.channels = int(bottom0.shape[self.channel_axis])
-        self.is_1x1 = (self.kernel_hw == (1, 1) and self.stride_hw == (1, 1)
-                       and self.pad_hw == (0, 0))
 
     def _check_bottoms(self, bottom):
         b0 = bottom[0]
@@ -113,15 +112,6 @@ class _ConvGeometryMixin:
                                  f"{p}) along {axis}: bottom[0] shape {self.bottom_shape}")
             out.append((size + 2 * p - extent) // s + 1)
         return tuple(out)
-
-    def _geometry(self, channels, hw):
-        return (channels, hw[0], hw[1], self.kernel_hw[0], self.kernel_hw[1], self.pad_hw[0],
-                self.pad_hw[1], self.stride_hw[0], self.stride_hw[1], self.dilation_hw[0],
-                self.dilation_hw[1])
-
-    def _kernel_name(self, dtype):
-        return "native im2col + gemm" if (kernels.native_available()
-                                         and dtype == np.float32) else "numpy im2col + gemm"
 
 
 class _BaseConvolution(_ConvGeometryMixin, Layer):
@@ -207,16 +197,12 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
         shape = tuple(bottom[0].shape[:self.channel_axis]) + (self.num_output,) + out_hw
         for t in top:
             t.reshape(shape)
-        self.geom = self._geometry(self.conv_in_channels, conv_in_hw)
-        self.kernel_dim = (self.conv_in_channels // self.group * self.kernel_hw[0]
-                           * self.kernel_hw[1])
-        self.out_spatial = self.conv_out_hw[0] * self.conv_out_hw[1]
-        dtype = bottom[0].data.dtype
-        self.col_spec = ((self.kernel_dim * self.group, self.out_spatial), dtype)
-        col = getattr(self, "col", None)
-        if col is not None and (col.shape, col.dtype) != self.col_spec:
-            self.col = None  # the im2col path allocates it on first use
-        self.kernel = "numpy gemm (1x1)" if self.is_1x1 else self._kernel_name(dtype)
+        # The numpy reference's view of the same convolution (engine/reference/conv.py).
+        self.conv_in_shape = (self.num, self.conv_in_channels) + conv_in_hw
+        self.conv_out_shape = (self.num, self.conv_out_channels) + self.conv_out_hw
+        self.ref_options = dict(pad=self.pad_hw, stride=self.stride_hw,
+                                dilation=self.dilation_hw, group=self.group)
+        self.kernel = "numpy"
         self._setup_native(bottom[0].data)
 
     def _setup_native(self, x):
@@ -265,9 +251,14 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                             "backward_weights": names["bwd_weights"]}
         self.kernel = self.kernels["forward"]
 
-    def _conv_fwd(self, x, w, bias, y, relu_slope=None):
-        """The convolution's forward pass (native float32); relu_slope (not None) fuses a ReLU
-        with that negative_slope into the kernel's epilogue."""
+    def _conv_fwd(self, x, w, bias, y, native, relu_slope=None):
+        """y = the convolution of x (the conv input) + bias unless None, overwriting y: by the
+        native kernels where `native`, whose epilogue fuses a ReLU with negative_slope
+        relu_slope unless None; else by the numpy reference, which never fuses."""
+        if not native:
+            y[...] = ref_conv.forward(x.reshape(self.conv_in_shape), w, bias,
+                                      **self.ref_options).reshape(y.shape)
+            return
         relu = relu_slope is not None
         if self.precision == "bf16":
             bf16.conv_forward(x, w, bias, y, self.native_geometry, self.bf16_scratch,
@@ -277,29 +268,36 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                              negative_slope=float(relu_slope) if relu else 0.0,
                              weight_cache=self.conv_caches["fwd"])
 
-    def _conv_bwd_data(self, dy, w, dx):
-        """The convolution's data gradient (native float32)."""
+    def _conv_bwd_data(self, dy, w, dx, native):
+        """dx = the convolution's data gradient for dy (overwrites dx)."""
+        if not native:
+            dx[...] = ref_conv.backward_data(dy.reshape(self.conv_out_shape), w, self.conv_in_hw,
+                                             **self.ref_options).reshape(dx.shape)
+            return
         if self.precision == "bf16":
             bf16.conv_backward_data(dy, w, dx, self.native_geometry, self.bf16_scratch)
             return
         kernels.conv_backward_data(dy, w, dx, self.native_geometry, self.conv_ws,
                                    weight_cache=self.conv_caches["bwd_data"])
 
-    def _conv_bwd_weights(self, x, dy, dw, db):
+    def _conv_bwd_weights(self, x, dy, dw, db, native):
         """dw += the convolution's weight gradient, db += its bias gradient unless None."""
+        if not native:
+            grad_w, grad_b = ref_conv.backward_weights(
+                x.reshape(self.conv_in_shape), dy.reshape(self.conv_out_shape), self.kernel_hw,
+                **self.ref_options)
+            dw += grad_w
+            if db is not None:
+                db += grad_b
+            return
         if self.precision == "bf16":
             bf16.conv_backward_weights(x, dy, dw, db, self.native_geometry, self.bf16_scratch)
             return
         kernels.conv_backward_weights(x, dy, dw, db, self.native_geometry, self.conv_ws)
 
     def _native(self, *arrays):
-        return self.kernels is not None and kernels.native_accepts(*arrays)
-
-    def _col_buffer(self):
-        if getattr(self, "col", None) is None:
-            shape, dtype = self.col_spec
-            self.col = np.empty(shape, dtype=dtype)
-        return self.col
+        return self.kernels is not None and kernels.native_accepts(
+            *(a for a in arrays if a is not None))
 
     def _deconv_out_hw(self, in_hw):
         out = []
@@ -314,50 +312,11 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
             out.append(o)
         return tuple(out)
 
-    # -- the three products of Caffe's BaseConvolutionLayer, one image at a time ---------------
-    def _weights_g(self, which="data"):
-        w = getattr(self.blobs[0], which)
-        return w.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
-
-    def _columns(self, image):
-        """image: (conv_in_channels, H, W) -> (group, kernel_dim, out_spatial)."""
-        if self.is_1x1:
-            col = image.reshape(self.kernel_dim * self.group, self.out_spatial)
-        else:
-            col = kernels.im2col(np.ascontiguousarray(image), self.geom, self._col_buffer())
-        return col.reshape(self.group, self.kernel_dim, self.out_spatial)
-
-    def _forward_gemm(self, image, out):
-        """out (conv_out_channels, out_spatial) = W * im2col(image), per group."""
-        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
-        og[...] = np.matmul(self._weights_g(), self._columns(image))
-
-    def _backward_gemm(self, out, image):
-        """image (conv_in_channels, H, W) = col2im(W^T * out), per group (overwrites image)."""
-        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
-        cols = np.matmul(self._weights_g().transpose(0, 2, 1), og)
-        cols = cols.reshape(self.kernel_dim * self.group, self.out_spatial)
-        if self.is_1x1:
-            image[...] = cols.reshape(image.shape)
-        elif image.flags.c_contiguous:
-            kernels.col2im(np.ascontiguousarray(cols), self.geom, image)
-        else:
-            image[...] = kernels.col2im(np.ascontiguousarray(cols), self.geom,
-                                        np.empty(image.shape, dtype=image.dtype))
-
-    def _weight_gemm(self, image, out):
-        """weight diff += out * im2col(image)^T, per group (accumulates)."""
-        og = out.reshape(self.group, self.conv_out_channels // self.group, self.out_spatial)
-        grad = np.matmul(og, self._columns(image).transpose(0, 2, 1))
-        self.blobs[0].diff += grad.reshape(self.blobs[0].shape)
-
-    def _views(self, blob, which, channels, hw):
-        arr = getattr(blob, which)
-        return arr.reshape((self.num, channels) + tuple(hw))
-
     def _bias_add(self, y):
+        """y (a top's data) += the bias of its channel."""
         if self.bias_term:
-            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+            per_channel = y.reshape(self.num, self.num_output, -1)
+            per_channel += self.blobs[1].data.reshape(-1, 1)
 
     def _bias_grad(self, top):
         if self.bias_term and param_needs_grad(self, 1):
@@ -373,7 +332,7 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
 
 @register_layer("Convolution")
 class ConvolutionLayer(_BaseConvolution):
-    """2-D convolution (cross-correlation, as Caffe) by im2col + matrix product.
+    """2-D convolution (cross-correlation, as Caffe).
 
     convolution_param: num_output (required), bias_term (true), kernel_size | kernel_h+kernel_w,
     pad | pad_h/pad_w (0), stride | stride_h+stride_w (1), dilation (1), group (1; channels and
@@ -395,50 +354,26 @@ class ConvolutionLayer(_BaseConvolution):
 
     def forward(self, bottom, top):
         w, bias = self._param_arrays("data")
-        self.relu_applied = False
-        if self._native(w, *(a for a in (bias,) if a is not None),
-                        *(b.data for b in bottom), *(t.data for t in top)):
-            slope = self.relu_epilogue if len(top) == 1 else None
-            for b, t in zip(bottom, top):
-                self._conv_fwd(b.data, w, bias, t.data, slope)
-            self.relu_applied = slope is not None
-            return
-        c, m = self.channels, self.num_output
+        native = self._native(w, bias, *(b.data for b in bottom), *(t.data for t in top))
+        slope = self.relu_epilogue if native and len(top) == 1 else None
         for b, t in zip(bottom, top):
-            x = self._views(b, "data", c, self.in_hw)
-            y = self._views(t, "data", m, self.out_hw)
-            for n in range(self.num):  # one image at a time: the workspace holds one image
-                self._forward_gemm(x[n], y[n])
-            self._bias_add(y)
+            self._conv_fwd(b.data, w, bias, t.data, native, slope)
+        self.relu_applied = slope is not None
 
     def backward(self, top, propagate_down, bottom):
         want_w = param_needs_grad(self, 0)
         want_b = self.bias_term and param_needs_grad(self, 1)
         w, _ = self._param_arrays("data")
         dw, db = self._param_arrays("diff")
-        if self._native(w, dw, *(a for a in (db,) if a is not None),
-                        *(b.data for b in bottom), *(b.diff for b in bottom),
-                        *(t.diff for t in top)):
-            for i, (b, t) in enumerate(zip(bottom, top)):
-                if want_w:
-                    self._conv_bwd_weights(b.data, t.diff, dw, db if want_b else None)
-                elif want_b:
-                    self._bias_grad([t])
-                if propagate_down[i]:
-                    self._conv_bwd_data(t.diff, w, b.diff)
-            return
-        c, m = self.channels, self.num_output
-        self._bias_grad(top)
+        native = self._native(w, dw, db, *(b.data for b in bottom), *(b.diff for b in bottom),
+                              *(t.diff for t in top))
         for i, (b, t) in enumerate(zip(bottom, top)):
-            dy = self._views(t, "diff", m, self.out_hw)
-            x = self._views(b, "data", c, self.in_hw)
             if want_w:
-                for n in range(self.num):
-                    self._weight_gemm(x[n], dy[n])
+                self._conv_bwd_weights(b.data, t.diff, dw, db if want_b else None, native)
+            elif want_b:
+                self._bias_grad([t])
             if propagate_down[i]:
-                dx = self._views(b, "diff", c, self.in_hw)
-                for n in range(self.num):
-                    self._backward_gemm(dy[n], dx[n])
+                self._conv_bwd_data(t.diff, w, b.diff, native)
 
 
 @register_layer("Deconvolution")
@@ -453,45 +388,25 @@ class DeconvolutionLayer(_BaseConvolution):
     reverse = True
 
     def forward(self, bottom, top):
-        c, m = self.channels, self.num_output
         w, _ = self._param_arrays("data")
-        if self._native(w, *(b.data for b in bottom), *(t.data for t in top)):
-            # The convolution (top -> bottom geometry) run backwards: y = conv^T(x).
-            for b, t in zip(bottom, top):
-                self._conv_bwd_data(b.data, w, t.data)
-                self._bias_add(self._views(t, "data", m, self.out_hw))
-            return
+        native = self._native(w, *(b.data for b in bottom), *(t.data for t in top))
+        # The convolution (top -> bottom geometry) run backwards: y = conv^T(x).
         for b, t in zip(bottom, top):
-            x = self._views(b, "data", c, self.in_hw)
-            y = self._views(t, "data", m, self.out_hw)
-            for n in range(self.num):
-                self._backward_gemm(x[n], y[n])
-            self._bias_add(y)
+            self._conv_bwd_data(b.data, w, t.data, native)
+            self._bias_add(t.data)
 
     def backward(self, top, propagate_down, bottom):
-        c, m = self.channels, self.num_output
         self._bias_grad(top)
         want_w = param_needs_grad(self, 0)
         w, _ = self._param_arrays("data")
         dw, _ = self._param_arrays("diff")
-        if self._native(w, dw, *(b.data for b in bottom), *(b.diff for b in bottom),
-                        *(t.diff for t in top)):
-            for i, (b, t) in enumerate(zip(bottom, top)):
-                if want_w:  # the convolution's input is the top, its output the bottom
-                    self._conv_bwd_weights(t.diff, b.data, dw, None)
-                if propagate_down[i]:
-                    self._conv_fwd(t.diff, w, None, b.diff)
-            return
+        native = self._native(w, dw, *(b.data for b in bottom), *(b.diff for b in bottom),
+                              *(t.diff for t in top))
         for i, (b, t) in enumerate(zip(bottom, top)):
-            dy = self._views(t, "diff", m, self.out_hw)
-            x = self._views(b, "data", c, self.in_hw)
-            if want_w:
-                for n in range(self.num):
-                    self._weight_gemm(dy[n], x[n])
+            if want_w:  # the convolution's input is the top, its output the bottom
+                self._conv_bwd_weights(t.diff, b.data, dw, None, native)
             if propagate_down[i]:
-                dx = self._views(b, "diff", c, self.in_hw)
-                for n in range(self.num):
-                    self._forward_gemm(dy[n], dx[n])
+                self._conv_fwd(t.diff, w, None, b.diff, native)
 
 
 @register_layer("Im2col")
@@ -518,8 +433,9 @@ class Im2colLayer(_ConvGeometryMixin, Layer):
         self.col_channels = self.channels * kh * kw
         top[0].reshape(tuple(bottom[0].shape[:self.channel_axis]) + (self.col_channels,)
                        + self.out_hw)
-        self.geom = self._geometry(self.channels, self.in_hw)
-        self.kernel = self._kernel_name(bottom[0].data.dtype)
+        self.geom = ((self.channels,) + self.in_hw + self.kernel_hw + self.pad_hw
+                     + self.stride_hw + self.dilation_hw)
+        self.kernel = "native im2col" if kernels.native_accepts(bottom[0].data) else "numpy im2col"
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape((self.num, self.channels) + self.in_hw)

@@ -311,7 +311,7 @@ def test_preloaded_legacy_bias_shape_accepted():
 def test_kernel_name_reports_the_path():
     layer = layer_from_text(conv_text("num_output: 2 kernel_size: 3"))
     run_forward(layer, [np.zeros((1, 1, 4, 4))])
-    assert layer.kernel == "numpy im2col + gemm"  # float64 never goes native
+    assert layer.kernel == "numpy"  # float64 never goes native: the reference
     assert engine.kernels.native_available() in (True, False)
 
 
@@ -319,7 +319,7 @@ def test_kernel_name_reports_the_path():
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
 def test_float32_path_matches_float64_with_and_without_native_kernels(monkeypatch, native, kind):
     # float32 runs the native direct convolution when engine._kernels is built; without it (or
-    # with CREMA_KERNELS=reference) the numpy im2col fallback. Both must agree with the float64 numpy path,
+    # with CREMA_KERNELS=reference) the numpy reference. Both must agree with the float64 numpy path,
     # forward and backward.
     if not native:
         monkeypatch.setattr(engine.kernels, "_native", None)
@@ -338,7 +338,7 @@ def test_float32_path_matches_float64_with_and_without_native_kernels(monkeypatc
             if engine.kernels.native_available():
                 assert layer.kernel.startswith(("direct_", "gemm_")), layer.kernel
             else:
-                assert layer.kernel == "numpy im2col + gemm"
+                assert layer.kernel == "numpy"
     for a, b in zip(results[np.float32], results[np.float64]):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
