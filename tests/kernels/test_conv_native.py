@@ -6,9 +6,9 @@ support (kernels.isa_cap picks the table row) and, where Winograd applies, both 
 ConvGeometry's algo_fwd / algo_bwd_data); the binding's checks; the Convolution and Deconvolution
 layers' float32 (native) path against their float64 (numpy) path.
 
-The references: engine/reference/conv.py (the loop-by-loop definition) for the forward pass, and
-a float64 tap-by-tap implementation here whose forward agrees with it and whose two backward
-functions are checked to be its exact adjoints (<conv(x), dy> = <x, bwd_data(dy)> = <w, bwd_w>).
+The expectation: engine/reference/conv.py's three passes run in float64 (whose forward
+tests/test_reference_conv.py checks against the loop-by-loop definition, and its backward passes
+as the forward's exact adjoints).
 """
 
 import numpy as np
@@ -24,7 +24,7 @@ from engine import _kernels as native  # must be built: a missing module fails h
 ISAS = kernels.runnable_isas()
 
 
-# -- float64 references ---------------------------------------------------------------------------
+# -- float64 expectations --------------------------------------------------------------------------
 
 def out_hw(g):
     n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = g
@@ -32,62 +32,25 @@ def out_hw(g):
             (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
 
 
-def _taps(g):
-    """(r, s, padded-row slice, padded-col slice) per tap."""
+def ref_options(g):
     n, c, h, w, k, kh, kw, ph, pw, sh, sw, dh, dw, grp = g
-    p, q = out_hw(g)
-    return [(r, s, slice(r * dh, r * dh + (p - 1) * sh + 1, sh),
-             slice(s * dw, s * dw + (q - 1) * sw + 1, sw)) for r in range(kh) for s in range(kw)]
+    return dict(pad=(ph, pw), stride=(sh, sw), dilation=(dh, dw), group=grp)
 
 
-def _padded(x, g):
-    n, c, h, w, k, kh, kw, ph, pw, *_ = g
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + w] = x
-    return xp
+def f64(a):
+    return np.asarray(a, np.float64)
 
 
 def ref_forward(x, w, bias, g):
-    n, c, h, wd, k, *_, grp = g
-    cg, kg = c // grp, k // grp
-    xp = _padded(np.asarray(x, np.float64), g)
-    w = np.asarray(w, np.float64)
-    p, q = out_hw(g)
-    y = np.zeros((n, k, p, q))
-    for gi in range(grp):
-        for r, s, rows, cols in _taps(g):
-            y[:, gi * kg:(gi + 1) * kg] += np.einsum(
-                "ncpq,kc->nkpq", xp[:, gi * cg:(gi + 1) * cg, rows, cols],
-                w[gi * kg:(gi + 1) * kg, :, r, s])
-    if bias is not None:
-        y += np.asarray(bias, np.float64).reshape(1, -1, 1, 1)
-    return y
+    return ref_conv.forward(f64(x), f64(w), None if bias is None else f64(bias), **ref_options(g))
 
 
 def ref_backward_data(dy, w, g):
-    n, c, h, wd, k, kh, kw, ph, pw, *_, grp = g
-    cg, kg = c // grp, k // grp
-    dy, w = np.asarray(dy, np.float64), np.asarray(w, np.float64)
-    dxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    for gi in range(grp):
-        for r, s, rows, cols in _taps(g):
-            dxp[:, gi * cg:(gi + 1) * cg, rows, cols] += np.einsum(
-                "nkpq,kc->ncpq", dy[:, gi * kg:(gi + 1) * kg], w[gi * kg:(gi + 1) * kg, :, r, s])
-    return dxp[:, :, ph:ph + h, pw:pw + wd]
+    return ref_conv.backward_data(f64(dy), f64(w), g[2:4], **ref_options(g))
 
 
 def ref_backward_weights(x, dy, g):
-    n, c, h, wd, k, kh, kw, *_, grp = g
-    cg, kg = c // grp, k // grp
-    xp = _padded(np.asarray(x, np.float64), g)
-    dy = np.asarray(dy, np.float64)
-    dw = np.zeros((k, cg, kh, kw))
-    for gi in range(grp):
-        for r, s, rows, cols in _taps(g):
-            dw[gi * kg:(gi + 1) * kg, :, r, s] = np.einsum(
-                "nkpq,ncpq->kc", dy[:, gi * kg:(gi + 1) * kg],
-                xp[:, gi * cg:(gi + 1) * cg, rows, cols])
-    return dw
+    return ref_conv.backward_weights(f64(x), f64(dy), g[5:7], **ref_options(g))[0]
 
 
 # -- comparison -----------------------------------------------------------------------------------
@@ -176,33 +139,6 @@ def check_geometry(g, seed, isas=ISAS):
         check_close(dw, want_dw, s_dw, f"backward weights {tag}")
         check_close(dw_only, want_dw, s_dw, f"backward weights (no bias) {tag}")
         check_close(db, want_db, s_db, f"bias gradient {tag}")
-
-
-# -- the references themselves -------------------------------------------------------------------
-
-@pytest.mark.parametrize("g", [
-    (2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2),
-    (1, 3, 9, 8, 2, 3, 2, 2, 0, 2, 3, 2, 1, 1),
-    (2, 4, 5, 7, 4, 2, 3, 0, 1, 1, 2, 1, 2, 4),
-])
-def test_tap_reference_forward_matches_loop_reference(g):
-    x, w, b, _ = make_inputs(g, 3)
-    want = ref_conv.conv2d_forward(x, w, b, pad=g[7:9], stride=g[9:11], dilation=g[11:13],
-                                   group=g[13])
-    np.testing.assert_allclose(ref_forward(x, w, b, g), want, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("g", [
-    (2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2),
-    (1, 3, 9, 8, 2, 3, 2, 2, 0, 2, 3, 2, 1, 1),
-    (3, 6, 11, 10, 3, 5, 5, 3, 2, 3, 2, 1, 1, 3),
-])
-def test_tap_reference_backward_is_the_adjoint(g):
-    x, w, _, dy = make_inputs(g, 5)
-    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
-    lhs = np.vdot(ref_forward(x, w, None, g), dy)
-    np.testing.assert_allclose(np.vdot(x, ref_backward_data(dy, w, g)), lhs, rtol=1e-10)
-    np.testing.assert_allclose(np.vdot(w, ref_backward_weights(x, dy, g)), lhs, rtol=1e-10)
 
 
 # -- random geometries ----------------------------------------------------------------------------
