@@ -358,16 +358,18 @@ def conv_tuple(geometry):
     return t
 
 
-def conv_geometry(geometry, algo_fwd=None, algo_bwd_data=None):
+def conv_geometry(geometry, algo_fwd=None, algo_bwd_data=None, algo_bwd_weights=None):
     """The native kernels' ConvGeometry, built once per layer reshape: the one place where a
     legacy tuple (see conv_tuple) is converted. Each pass's algorithm ('direct' or 'winograd') is
     conv_algorithm's unless given; a ConvGeometry given without algorithms is returned as it is.
     ValueError for a geometry the kernels refuse."""
-    if hasattr(geometry, "astuple") and algo_fwd is None and algo_bwd_data is None:
+    given = (algo_fwd, algo_bwd_data, algo_bwd_weights)
+    if hasattr(geometry, "astuple") and given == (None, None, None):
         return geometry
     t = conv_tuple(geometry)
-    return _native.ConvGeometry(*t, algo_fwd=algo_fwd or conv_algorithm(t, "fwd"),
-                                algo_bwd_data=algo_bwd_data or conv_algorithm(t, "bwd_data"))
+    fwd, bwd_data, bwd_weights = (a or conv_algorithm(t, op) for a, op in zip(given, CONV_OPS))
+    return _native.ConvGeometry(*t, algo_fwd=fwd, algo_bwd_data=bwd_data,
+                                algo_bwd_weights=bwd_weights)
 
 
 def conv_output_hw(geometry):
@@ -469,9 +471,9 @@ def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
 
 
 # -- choosing between the direct and the Winograd convolution ------------------------------------
-# The Winograd rows of the forward and data-gradient tables (kernels/include/crema/winograd.h)
-# take 3x3, stride 1, dilation 1, one group, pad 0..2; they do fewer multiplications but transform
-# every tile. conv_algorithm() asks the tables under the C++ rule (crema/conv.h
+# The Winograd rows of the three passes' tables (kernels/include/crema/winograd.h; float32 only
+# for the weight gradient) take 3x3, stride 1, dilation 1, one group, pad 0..2; they do fewer
+# multiplications but transform every tile. conv_algorithm() asks the tables under the C++ rule (crema/conv.h
 # conv_winograd_preferred: fixed per ISA, from measurements), so the choice needs no timing and is
 # the same in every process with the same ISA; conv_geometry() records it in the geometry, whose
 # passes then run exactly that algorithm.
@@ -485,18 +487,17 @@ _conv_algo_pinned = {}  # the same, adopted from another process; they win over 
 
 
 def conv_algorithm(geometry, op="fwd"):
-    """'winograd' or 'direct': the algorithm to run `op` ('fwd' or 'bwd_data'; the weight
-    gradient is always direct) of this convolution with the native float32 kernels. 'winograd'
-    only where its kernels apply and, unless CREMA_CONV_ALGO forces it or another process's
-    choice was adopted, where the per-ISA rule says they are faster."""
+    """'winograd' or 'direct': the algorithm to run `op` ('fwd', 'bwd_data' or 'bwd_weights') of
+    this convolution with the native float32 kernels. 'winograd' only where its kernels apply
+    and, unless CREMA_CONV_ALGO forces it or another process's choice was adopted, where the
+    per-ISA rule says they are faster."""
     if op not in CONV_OPS:
         raise ValueError(f"conv_algorithm: op must be one of {CONV_OPS}, got {op!r}")
     mode = os.environ.get("CREMA_CONV_ALGO", "auto")
     if mode not in _CONV_ALGO_VALUES:
         raise ValueError(f"CREMA_CONV_ALGO={mode!r} is not one of {_CONV_ALGO_VALUES}")
     geometry = conv_tuple(geometry)
-    if op == "bwd_weights" or mode == "direct" or not native_available() \
-            or not winograd_available(geometry):
+    if mode == "direct" or not native_available() or not winograd_available(geometry):
         return "direct"
     if mode == "winograd":
         return "winograd"

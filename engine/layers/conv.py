@@ -241,7 +241,7 @@ class _BaseConvolution(_ConvGeometryMixin, Layer):
                                     else np.zeros(max(csize, 1), dtype=np.float32))
         names = {op: kernels.conv_kernel_name(op, geometry, x) for op in kernels.CONV_OPS}
         self.algorithm = {op: "winograd" if names[op].startswith("winograd_") else "direct"
-                          for op in ("fwd", "bwd_data")}
+                          for op in kernels.CONV_OPS}
         # Deconvolution's forward pass is the convolution's data gradient and vice versa.
         if self.reverse:
             self.kernels = {"forward": names["bwd_data"], "backward_data": names["fwd"],

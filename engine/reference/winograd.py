@@ -208,3 +208,30 @@ def conv2d_backward_data(dy, weight, pad=(0, 0), m=4, points=None, operands=None
     ph, pw = pad
     return conv2d_forward(dy, flip_filter(weight), None, (KERNEL - 1 - ph, KERNEL - 1 - pw),
                           m, points, operands=operands)
+
+
+def conv2d_backward_weights(x, dy, pad=(0, 0), m=4, points=None):
+    """(dw, db) of the forward above from x (N, C, H, W) and dy (N, K, P, Q), in x's dtype: each
+    tile's output is A^T [U (.) V] A with U = G g G^T, so per position (a, b)
+    dU[a, b] = sum over tiles of (A dY A^T)[a, b] V[a, b]^T and dw = G^T dU G; dY is zero beyond
+    the output's edge (those tile outputs are cut off in the forward). db = dy summed over
+    n, p, q. The native weight gradient (winograd_backward_weights) runs exactly these steps."""
+    dtype = x.dtype
+    n_img, channels, height, width = x.shape
+    k_out = dy.shape[1]
+    ph, pw = pad
+    oh, ow = output_size(height, ph), output_size(width, pw)
+    if dy.shape != (n_img, k_out, oh, ow):
+        raise ValueError(f"dy shape {dy.shape} does not match ({n_img}, {k_out}, {oh}, {ow})")
+    at, g_mat, bt = winograd_matrices(m, points, dtype)
+    d = input_tiles(x, pad, m)                                   # N C th tw n n
+    v = np.einsum("ai,nctuij,bj->abntuc", bt, d, bt)             # n n N th tw C
+    th, tw = d.shape[2], d.shape[3]
+    dy_tiles = np.zeros((n_img, k_out, th * m, tw * m), dtype=dtype)
+    dy_tiles[:, :, :oh, :ow] = dy
+    dy_tiles = dy_tiles.reshape(n_img, k_out, th, m, tw, m)
+    e = np.einsum("ia,nktiuj,jb->abntuk", at, dy_tiles, at)      # n n N th tw K
+    du = np.einsum("abntuk,abntuc->abkc", e, v)                  # n n K C
+    dw = np.einsum("ai,abkc,bj->kcij", g_mat, du, g_mat)
+    db = dy.sum(axis=(0, 2, 3), dtype=dtype)
+    return np.ascontiguousarray(dw, dtype=dtype), db

@@ -3,7 +3,7 @@
 // chooses (Winograd or direct, per ISA).
 //
 // ConvGeometry(N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, group,
-// algo_fwd, algo_bwd_data) is checked once when it is made (ValueError) and immutable after.
+// algo_fwd, algo_bwd_data, algo_bwd_weights) is checked once when it is made (ValueError) and immutable after.
 // Arrays are float32 and C-contiguous; outputs (y, dx, dw, db, workspace, weight_cache) must be
 // exactly that (never a converted copy, which would hide the writes). Every size is checked
 // against the geometry (ValueError) before the GIL is released.
@@ -56,12 +56,13 @@ ConvPass pass_from_name(const std::string& op, const char* where) {
 ConvGeom make_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                    int64_t pad_h, int64_t pad_w, int64_t stride_h, int64_t stride_w,
                    int64_t dil_h, int64_t dil_w, int64_t group, const std::string& algo_fwd,
-                   const std::string& algo_bwd_data) {
+                   const std::string& algo_bwd_data, const std::string& algo_bwd_weights) {
   ConvGeom g{N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, group};
   const char* err = crema::conv_geom_error(g);
   require(err == nullptr, std::string("convolution geometry: ") + (err ? err : ""));
   g.algo_fwd = algo_from_name(algo_fwd);
   g.algo_bwd_data = algo_from_name(algo_bwd_data);
+  g.algo_bwd_weights = algo_from_name(algo_bwd_weights);
   return g;
 }
 
@@ -149,12 +150,12 @@ void bind_conv(py::module_& m) {
                        "A checked, immutable 2-D convolution geometry: input N x C x H x W, "
                        "K output channels, an R x S kernel, pad, stride, dilation, group, and "
                        "the algorithm ('auto': the per-ISA rule, 'direct' or 'winograd') the "
-                       "forward and data-gradient passes may use.")
+                       "three passes may use.")
       .def(py::init(&make_geom), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"),
            py::arg("K"), py::arg("R"), py::arg("S"), py::arg("pad_h") = 0, py::arg("pad_w") = 0,
            py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("dil_h") = 1,
            py::arg("dil_w") = 1, py::arg("group") = 1, py::arg("algo_fwd") = "auto",
-           py::arg("algo_bwd_data") = "auto")
+           py::arg("algo_bwd_data") = "auto", py::arg("algo_bwd_weights") = "auto")
       .def_readonly("N", &ConvGeom::N)
       .def_readonly("C", &ConvGeom::C)
       .def_readonly("H", &ConvGeom::H)
@@ -174,31 +175,36 @@ void bind_conv(py::module_& m) {
       .def_property_readonly("algo_fwd", [](const ConvGeom& g) { return algo_name(g.algo_fwd); })
       .def_property_readonly("algo_bwd_data",
                              [](const ConvGeom& g) { return algo_name(g.algo_bwd_data); })
+      .def_property_readonly("algo_bwd_weights",
+                             [](const ConvGeom& g) { return algo_name(g.algo_bwd_weights); })
       .def("astuple", &as_tuple,
            "(N, C, H, W, K, R, S, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, group)")
       .def("__eq__", [](const ConvGeom& a, const ConvGeom& b) {
         return as_tuple(a).equal(as_tuple(b)) && a.algo_fwd == b.algo_fwd &&
-               a.algo_bwd_data == b.algo_bwd_data;
+               a.algo_bwd_data == b.algo_bwd_data && a.algo_bwd_weights == b.algo_bwd_weights;
       })
       .def("__repr__", [](const ConvGeom& g) {
         return "ConvGeometry" + std::string(py::str(as_tuple(g))) + " algo_fwd=" +
-               algo_name(g.algo_fwd) + " algo_bwd_data=" + algo_name(g.algo_bwd_data);
+               algo_name(g.algo_fwd) + " algo_bwd_data=" + algo_name(g.algo_bwd_data) +
+               " algo_bwd_weights=" + algo_name(g.algo_bwd_weights);
       })
       .def(py::pickle(
           [](const ConvGeom& g) {
-            return py::make_tuple(as_tuple(g), algo_name(g.algo_fwd), algo_name(g.algo_bwd_data));
+            return py::make_tuple(as_tuple(g), algo_name(g.algo_fwd), algo_name(g.algo_bwd_data),
+                                  algo_name(g.algo_bwd_weights));
           },
           [](const py::tuple& t) {
             const auto v = t[0].cast<std::vector<int64_t>>();
-            require(v.size() == 14, "ConvGeometry: a pickled geometry has 14 sizes");
+            require(v.size() == 14 && t.size() == 4,
+                    "ConvGeometry: a pickled geometry has 14 sizes and 3 algorithms");
             return make_geom(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
                              v[11], v[12], v[13], t[1].cast<std::string>(),
-                             t[2].cast<std::string>());
+                             t[2].cast<std::string>(), t[3].cast<std::string>());
           }));
 
   m.def("conv_algorithm", [](const std::string& op, ConvGeom g) {
     const ConvPass pass = pass_from_name(op, "conv_algorithm");
-    g.algo_fwd = g.algo_bwd_data = ConvAlgo::rule;
+    g.algo_fwd = g.algo_bwd_data = g.algo_bwd_weights = ConvAlgo::rule;
     const std::string name = crema::conv_kernel_name(g, pass);
     return std::string(name.rfind("winograd_", 0) == 0 ? "winograd" : "direct");
   }, py::arg("op"), py::arg("geometry"),
@@ -220,6 +226,11 @@ void bind_conv(py::module_& m) {
   }, py::arg("geometry"),
      "Floats of workspace that every pass's kernel wants for this geometry, for any ISA cap and "
      "the thread count in force.");
+
+  m.def("conv_min_workspace_size", [](const ConvGeom& g, const std::string& op) {
+    return crema::conv_min_workspace_floats(g, pass_from_name(op, "conv_min_workspace_size"));
+  }, py::arg("geometry"), py::arg("op"),
+     "The least workspace (floats) the pass's kernel chosen now runs with (on fewer threads).");
 
   m.def("conv_forward", [](Arr x, Arr w, py::object bias, py::object y, const ConvGeom& g,
                            py::object ws, bool relu, float slope, py::object wcache) {

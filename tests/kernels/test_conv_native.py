@@ -81,7 +81,7 @@ def make_inputs(g, seed):
 
 def geom(g, algo="direct"):
     """The native geometry of tuple g with both passes' algorithm set to algo."""
-    return native.ConvGeometry(*g, algo_fwd=algo, algo_bwd_data=algo)
+    return native.ConvGeometry(*g, algo_fwd=algo, algo_bwd_data=algo, algo_bwd_weights=algo)
 
 
 def run_native(g, x, w, b, dy):
@@ -128,7 +128,7 @@ def check_geometry(g, seed, isas=ISAS):
             names = [native.conv_kernel_name(op, gg)
                      for op in ("fwd", "bwd_data", "bwd_weights")]
             assert all(name.endswith("_" + isa) for name in names), (isa, names)
-            assert [algorithm_of(n) for n in names] == [algo, algo, "direct"], names
+            assert [algorithm_of(n) for n in names] == [algo, algo, algo], names
             y, y0, dx, dw, db, dw_only = run_native(gg, x, w, b, dy)
         tag = f"{isa} {names} geometry {g}"
         # Winograd's transforms round more than the direct sums (crema/winograd.h: accuracy).
@@ -237,11 +237,13 @@ def test_kernel_choice():
     g_depthwise_wino = geom(g_depthwise.astuple(), "winograd")
     for isa in ISAS:
         with isa_cap(isa):
-            for op in ("fwd", "bwd_data"):
+            for op in ("fwd", "bwd_data", "bwd_weights"):
                 assert native.conv_kernel_name(op, g_main_rule) == f"winograd_{isa}"
                 assert native.conv_kernel_name(op, g_first_wino) == f"winograd_{isa}"
                 assert algorithm_of(native.conv_kernel_name(op, g_depthwise_wino)) == "direct"
-            assert algorithm_of(native.conv_kernel_name("bwd_weights", g_first_wino)) == "direct"
+            # The rule keeps a 3-channel first layer's weight gradient on the few-channel row.
+            assert algorithm_of(native.conv_kernel_name(
+                "bwd_weights", geom(g_first.astuple(), "auto"))) == "direct"
             if isa == "scalar":
                 assert native.conv_kernel_name("fwd", g_main) == "direct_scalar"
                 continue
@@ -467,11 +469,11 @@ def test_layer_float32_native_matches_float64(monkeypatch, algo, kind, body, sha
     layer32, layer64 = runs[np.float32][0], runs[np.float64][0]
     assert layer64.kernel.startswith("numpy")
     assert set(layer32.kernels) == {"forward", "backward_data", "backward_weights"}
-    assert algorithm_of(layer32.kernels["backward_weights"]) == "direct"
     winograd_applies = kernels.winograd_available(layer32.native_geometry)
-    for op, name in (("fwd", "forward"), ("bwd_data", "backward_data")):
+    for op, name in (("fwd", "forward"), ("bwd_data", "backward_data"),
+                     ("bwd_weights", "backward_weights")):
         if kind == "Deconvolution":  # its passes are the convolution's, swapped
-            name = {"forward": "backward_data", "backward_data": "forward"}[name]
+            name = {"forward": "backward_data", "backward_data": "forward"}.get(name, name)
         want = layer32.algorithm[op]
         if algo == "direct" or not winograd_applies:
             assert want == "direct", (op, want)
@@ -513,11 +515,12 @@ def test_conv_algorithm_choice(monkeypatch):
     if not kernels.winograd_available(g_wino):  # a build without the Winograd kernels
         assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
         return
-    assert kernels.conv_algorithm(g_wino, "bwd_weights") == "direct"
     monkeypatch.setenv("CREMA_CONV_ALGO", "direct")
-    assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
+    for op in kernels.CONV_OPS:
+        assert kernels.conv_algorithm(g_wino, op) == "direct"
     monkeypatch.setenv("CREMA_CONV_ALGO", "winograd")
-    assert kernels.conv_algorithm(g_wino, "bwd_data") == "winograd"
+    for op in kernels.CONV_OPS:
+        assert kernels.conv_algorithm(g_wino, op) == "winograd"
     with monkeypatch.context() as m:
         m.setenv("CREMA_KERNELS", "reference")
         assert kernels.conv_algorithm(g_wino, "fwd") == "direct"
@@ -528,13 +531,21 @@ def conv3x3(c, k, hw):
 
 
 @pytest.mark.parametrize("isa, want", [
-    # (C, K, map) -> (forward, data gradient), from the measurements in conv_common.cpp
-    ("avx512", {(3, 32, 28): ("direct", "winograd"), (64, 64, 7): ("winograd", "winograd"),
-                (16, 16, 14): ("direct", "direct"), (16, 16, 28): ("winograd", "winograd"),
-                (8, 64, 7): ("winograd", "winograd"), (32, 3, 28): ("winograd", "direct")}),
-    ("avx2", {(3, 32, 28): ("direct", "direct"), (8, 64, 28): ("direct", "direct"),
-              (16, 16, 7): ("direct", "direct"), (16, 16, 14): ("winograd", "winograd"),
-              (64, 64, 7): ("winograd", "winograd")}),
+    # (C, K, map) -> (forward, data gradient, weight gradient), from the measurements in
+    # conv_common.cpp
+    ("avx512", {(3, 32, 28): ("direct", "winograd", "direct"),
+                (64, 64, 7): ("winograd", "winograd", "winograd"),
+                (16, 16, 14): ("direct", "direct", "winograd"),
+                (16, 16, 28): ("winograd", "winograd", "winograd"),
+                (8, 64, 7): ("winograd", "winograd", "winograd"),
+                (32, 3, 28): ("winograd", "direct", "winograd"),
+                (512, 512, 7): ("winograd", "winograd", "direct")}),
+    ("avx2", {(3, 32, 28): ("direct", "direct", "direct"),
+              (8, 64, 28): ("direct", "direct", "direct"),
+              (16, 16, 7): ("direct", "direct", "winograd"),
+              (16, 16, 14): ("winograd", "winograd", "winograd"),
+              (64, 64, 7): ("winograd", "winograd", "winograd"),
+              (512, 512, 7): ("winograd", "winograd", "direct")}),
 ])
 def test_conv_algorithm_is_a_fixed_rule_per_isa(monkeypatch, isa, want):
     """No timing: the same geometry gets the same answer every time, set by the ISA in use."""
@@ -543,12 +554,11 @@ def test_conv_algorithm_is_a_fixed_rule_per_isa(monkeypatch, isa, want):
         pytest.skip(reason)
     monkeypatch.delenv("CREMA_CONV_ALGO", raising=False)
     with isa_cap(isa):
-        for (c, k, hw), (fwd, bwd) in want.items():
+        for (c, k, hw), algos in want.items():
             g = conv3x3(c, k, hw)
             for _ in range(2):
-                assert kernels.conv_algorithm(g, "fwd") == fwd, (isa, c, k, hw)
-                assert kernels.conv_algorithm(g, "bwd_data") == bwd, (isa, c, k, hw)
-            assert kernels.conv_algorithm(g, "bwd_weights") == "direct"
+                got = tuple(kernels.conv_algorithm(g, op) for op in kernels.CONV_OPS)
+                assert got == algos, (isa, c, k, hw)
 
 
 def test_adopted_conv_algorithm_choices_are_pinned(monkeypatch):

@@ -112,6 +112,90 @@ def check_all(g, seed, isas=ISAS):
             check_close(run_backward(dy, wt, g), want_dx, f"backward_data {isa} {g}")
 
 
+# -- the weight gradient --------------------------------------------------------------------------
+# Runs through the convolution's entry point (the weight-gradient table's Winograd rows, forced
+# with algo_bwd_weights="winograd"; the tile is winograd_choose_tile's), against the float64
+# gradient of engine/reference/conv.py, with the same tolerance as the forward pass: the sums
+# over tiles are split into blocks and per-thread slots like the forward's channel chunks.
+
+def run_backward_weights(x, dy, n, c, h, w, k, ph, pw, db=True):
+    g = native.ConvGeometry(n, c, h, w, k, 3, 3, ph, ph if pw is None else pw,
+                            algo_bwd_weights="winograd")
+    ws = np.full(kernels.conv_workspace_size(g), np.nan, np.float32)
+    dw = np.ones((k, c, 3, 3), np.float32)  # the pass accumulates, as Caffe's
+    dbias = np.ones(k, np.float32) if db else None
+    native.conv_backward_weights(x, dy, dw, dbias, g, ws)
+    return native.conv_kernel_name("bwd_weights", g), dw - 1, None if dbias is None else dbias - 1
+
+
+def exact_weight_gradient(x, dy, ph, pw):
+    return ref_conv.backward_weights(x.astype(np.float64), dy.astype(np.float64), (3, 3),
+                                     pad=(ph, pw))
+
+
+def test_reference_weight_gradient_is_exact():
+    """The numpy form of the algorithm (float64) against the direct gradient, both tiles."""
+    for (n, c, h, w, k, ph, pw), m in [((2, 3, 7, 9, 4, 1, 1), 4), ((1, 2, 5, 4, 3, 0, 2), 2),
+                                       ((2, 5, 11, 6, 3, 2, 0), 4), ((1, 4, 4, 4, 2, 0, 0), 2)]:
+        x, _, _, dy = data(n + c, n, c, h, w, k, ph, pw)
+        x, dy = x.astype(np.float64), dy.astype(np.float64)
+        dw, db = ref.conv2d_backward_weights(x, dy, (ph, pw), m)
+        want_dw, want_db = exact_weight_gradient(x, dy, ph, pw)
+        np.testing.assert_allclose(dw, want_dw, rtol=0, atol=1e-11 * np.abs(want_dw).max())
+        np.testing.assert_allclose(db, want_db, rtol=0, atol=1e-12 * np.abs(want_db).max())
+
+
+# (n, c, h, w, k, pad_h, pad_w): both tiles (F(2x2) where the output is a few pixels wide),
+# channel tails on both sides, pads 0..2, several tile blocks and a wide 16-channel-only panel.
+WGRAD_SHAPES = [(2, 5, 9, 11, 7, 1, 1), (1, 16, 4, 4, 16, 0, 0), (3, 20, 13, 6, 33, 2, 0),
+                (2, 17, 8, 4, 9, 0, 1), (4, 24, 30, 26, 20, 1, 1), (1, 48, 20, 19, 16, 1, 2)]
+
+
+@pytest.mark.parametrize("shape", WGRAD_SHAPES)
+def test_native_weight_gradient_every_isa(shape):
+    n, c, h, w, k, ph, pw = shape
+    x, _, _, dy = data(sum(shape), n, c, h, w, k, ph, pw)
+    want_dw, want_db = exact_weight_gradient(x, dy, ph, pw)
+    tile = ref.choose_tile(h + 2 * ph - 2, w + 2 * pw - 2, c, k)
+    check_close(ref.conv2d_backward_weights(x, dy, (ph, pw), tile)[0], want_dw,
+                f"reference float32 weight gradient {shape}")
+    for isa in ISAS:
+        with isa_cap(isa):
+            name, dw, db = run_backward_weights(x, dy, n, c, h, w, k, ph, pw)
+            assert name == f"winograd_{isa}"
+            check_close(dw, want_dw, f"weight gradient {isa} {shape} F({tile}x{tile})")
+            check_close(db, want_db, f"bias gradient {isa} {shape}")
+            _, dw_only, none = run_backward_weights(x, dy, n, c, h, w, k, ph, pw, db=False)
+            assert none is None
+            np.testing.assert_array_equal(dw_only, dw)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_weight_gradient_threads_and_a_one_thread_workspace(isa):
+    """Two threads split the tile blocks into two slots whose sums are added at the end (so the
+    rounding, not the result, may differ from one thread); a workspace with room for one slot
+    runs on one thread."""
+    n, c, h, w, k = 3, 24, 30, 26, 20
+    x, _, _, dy = data(7, n, c, h, w, k, 1, 1)
+    want_dw, _ = exact_weight_gradient(x, dy, 1, 1)
+    g = native.ConvGeometry(n, c, h, w, k, 3, 3, 1, 1, algo_bwd_weights="winograd")
+    old = engine.get_num_threads()
+    try:
+        with isa_cap(isa):
+            results = []
+            for threads, ws_floats in [(1, None), (2, None),
+                                       (2, native.conv_min_workspace_size(g, "bwd_weights"))]:
+                engine.set_num_threads(threads)
+                ws = np.full(ws_floats or kernels.conv_workspace_size(g), np.nan, np.float32)
+                dw = np.zeros((k, c, 3, 3), np.float32)
+                native.conv_backward_weights(x, dy, dw, None, g, ws)
+                check_close(dw, want_dw, f"weight gradient {isa}, {threads} threads")
+                results.append(dw)
+            np.testing.assert_array_equal(results[2], results[0])
+    finally:
+        engine.set_num_threads(old)
+
+
 # -- the matrices ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tile", [2, 4])

@@ -16,7 +16,8 @@
 // The forward and data-gradient tables hold Winograd rows (crema/winograd.h) ahead of each ISA's
 // direct rows: they support g where Winograd applies (3x3, stride 1, dilation 1, one group,
 // pad 0..2) and g.algo_* allows it (rule: the fixed per-ISA rule of conv_winograd_preferred for
-// the row's ISA; winograd: always; direct: never). The weight gradient is never Winograd.
+// the row's ISA; winograd: always; direct: never). The weight-gradient table holds float32
+// Winograd rows the same way (winograd_backward_weights; no bf16 one).
 // Every table then holds, per ISA, the few-channel direct row, a GEMM row (im2col / col2im
 // around that ISA's SGEMM: conv_gemm_preferred, a fixed per-ISA rule on how much of the direct
 // kernel's work would be padding) and the blocked direct row. "direct" as a ConvAlgo means "not
@@ -54,6 +55,7 @@ struct ConvGeom {
   int64_t G;            // groups: C and K divisible by G
   ConvAlgo algo_fwd = ConvAlgo::rule;
   ConvAlgo algo_bwd_data = ConvAlgo::rule;
+  ConvAlgo algo_bwd_weights = ConvAlgo::rule;
   int64_t P() const { return (H + 2 * ph - (dh * (R - 1) + 1)) / sh + 1; }
   int64_t Q() const { return (W + 2 * pw - (dw * (S - 1) + 1)) / sw + 1; }
   int64_t Cg() const { return C / G; }
@@ -162,20 +164,22 @@ CREMA_CONV_ISA_DECLS
 
 // Whether the Winograd rows can run g (3x3, stride 1, dilation 1, one group, pad 0..2), and
 // whether the fixed rule of `isa` (measured once, conv_common.cpp) says Winograd is faster than
-// direct for the forward (backward = false) or data-gradient pass. A rule, not a timing, so every
-// process with the same ISA makes the same choice.
+// direct for the pass. A rule, not a timing, so every process with the same ISA makes the same
+// choice.
 bool conv_winograd_applies(const ConvGeom& g);
-bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa);
+bool conv_winograd_preferred(const ConvGeom& g, ConvPass pass, Isa isa);
 
 // The Winograd rows (winograd_common.cpp): g as the Winograd geometry of the forward pass, the
-// tile chosen by winograd_choose_tile for `pass` (fwd or bwd_data).
+// tile chosen by winograd_choose_tile for `pass` (the weight gradient uses the forward's).
 struct WinogradGeom;
 WinogradGeom conv_winograd_geom(const ConvGeom& g, ConvPass pass);
 #define CREMA_CONV_WINOGRAD_DECLS                                                              \
   void conv_fwd_winograd(const float* x, const float* w, const float* bias, float* y,          \
                          const ConvGeom& g, const ConvScratch& s, bool relu, float slope);     \
   void conv_bwd_data_winograd(const float* dy, const float* w, float* dx, const ConvGeom& g,   \
-                              const ConvScratch& s);
+                              const ConvScratch& s);                                           \
+  void conv_bwd_weights_winograd(const float* x, const float* dy, float* dw, float* db,        \
+                                 const ConvGeom& g, const ConvScratch& s);
 namespace scalar_impl {
 CREMA_CONV_WINOGRAD_DECLS
 }

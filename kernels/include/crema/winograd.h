@@ -117,6 +117,18 @@ inline int64_t winograd_pack_pitch(const WinogradGeom& g) {
   return g.tile * winograd_pack_tiles(g) + 2;
 }
 
+// The weight gradient's per-thread buffers: the forward's slot (V of a block in v, the output
+// gradient's transform E in m, x's packed rows in pack), dy's packed rows (Kpad/16 x alpha x
+// winograd_pack_pitch x 16, *dy_tag as pack_tag), the slot's running sums
+// du (alpha^2 planes of Kpad x Cpad) and db (Kpad).
+struct WinogradWgradSlot {
+  WinogradSlot fwd;
+  float* dy_pack;
+  int64_t* dy_tag;
+  float* du;
+  float* db;
+};
+
 // Per-ISA pieces the common driver calls.
 struct WinogradOps {
   int panel;  // GEMM panel width: columns of U packed together (recorded in the filter cache)
@@ -134,6 +146,13 @@ struct WinogradOps {
   // into s.m, output transform (+ bias_pad: Kpad floats, zero beyond K) into y.
   void (*block)(const float* x, const float* u, const float* bias_pad, const WinogradGeom& g,
                 int64_t t0, int64_t count, int64_t tb, const WinogradSlot& s, float* y);
+  // Weight gradient (nullptr where the unit has none: bf16 operands). wgrad_block: tiles
+  // [t0, t0 + count) of x and dy (N x K x P x Q) added into s.du and s.db. wgrad_finish:
+  // dw[k] += G^T du[k] G for k in [k_begin, k_end) (du: the slots' sum).
+  void (*wgrad_block)(const float* x, const float* dy, const WinogradGeom& g, int64_t t0,
+                      int64_t count, int64_t tb, const WinogradWgradSlot& s);
+  void (*wgrad_finish)(const float* du, const WinogradGeom& g, int64_t k_begin, int64_t k_end,
+                       float* dw);
 };
 
 using WinogradKernel = KernelRow<WinogradGeom, const WinogradOps*>;
@@ -153,6 +172,15 @@ void winograd_forward(const float* x, const float* w, const float* bias, const W
 WinogradGeom winograd_backward_geom(const WinogradGeom& gf);
 void winograd_backward_data(const float* dy, const float* w, const WinogradGeom& gf, float* dx,
                             float* workspace, int64_t workspace_floats, float* filter_cache);
+
+// The weight gradient of winograd_forward: dw (K x C x 3 x 3) += dL/dw and, unless db is nullptr,
+// db (K) += the sum of dy over n, p, q, from x and dy (N x K x P x Q). workspace: at least
+// winograd_wgrad_workspace_floats(g, 1) floats (one slot per thread that fits; a slot holds the
+// thread's running sums, alpha^2 x Kpad x Cpad floats, so the row rule keeps this to layers whose
+// sums stay a few MB). The sums over tiles run in blocks of TB tiles, each block's GEMM from zero.
+int64_t winograd_wgrad_workspace_floats(const WinogradGeom& g, int threads);
+void winograd_backward_weights(const float* x, const float* dy, const WinogradGeom& g, float* dw,
+                               float* db, float* workspace, int64_t workspace_floats);
 
 // The matrices the kernels use for tile m (row-major): A^T (m x alpha), G (alpha x 3),
 // B^T (alpha x alpha). Returns false for an unknown m.

@@ -161,8 +161,24 @@ bool conv_winograd_applies(const ConvGeom& g) {
 //     16x16 at 7x7: 0.76 forward / 1.27 data gradient, so direct; otherwise Winograd:
 //     16x16 at 14x14 and up 1.61-2.64, 16->64 1.79-2.95, 32x32 1.60-3.01, 64x64 1.99-2.55.
 //   scalar: not measured (a fallback); it follows the AVX2 rule.
-bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
+// The weight gradient's rule, from the same kind of A/B runs (batch 8, pad 1, one thread, AMD
+// EPYC Zen 4; ratio = direct ms / Winograd ms): 128 -> 128 at 14..112 pixels 2.2-3.3 (AVX-512)
+// and 2.5-4.0 (AVX2), 16 -> 16 at 7x7..56x56 1.2-2.2, 256 -> 256 at 7x7..28x28 1.4-2.1, 64 -> 8
+// 2.1; 8 -> 8 at 28x28 2.3 on AVX-512 (its direct row is the GEMM) but 0.65 on AVX2; 3 -> 16
+// (the few-channel row) 0.4. Each thread sums into its own alpha^2 x Kpad x Cpad floats, so
+// layers whose sums would pass 2^23 floats (32 MB; 512 -> 512: 1.1-1.7 on AVX-512, 0.9-1.4 on
+// AVX2) stay direct.
+static bool conv_winograd_wgrad_preferred(const ConvGeom& g, Isa isa) {
+  const WinogradGeom wg = conv_winograd_geom(g, ConvPass::bwd_weights);
+  const int64_t sums = int64_t{wg.alpha()} * wg.alpha() * wg.k_pad() * wg.c_pad();
+  if (g.C <= 4 || sums > (int64_t{1} << 23)) return false;
+  return isa == Isa::avx512 || std::min(g.C, g.K) >= 16;
+}
+
+bool conv_winograd_preferred(const ConvGeom& g, ConvPass pass, Isa isa) {
   if (!conv_winograd_applies(g)) return false;
+  if (pass == ConvPass::bwd_weights) return conv_winograd_wgrad_preferred(g, isa);
+  const bool backward = pass == ConvPass::bwd_data;
   const int64_t cin = backward ? g.K : g.C, cout = backward ? g.C : g.K;
   const int64_t pixels = g.P() * g.Q();
   const bool small_channels = std::max(cin, cout) <= 16;
@@ -171,11 +187,12 @@ bool conv_winograd_preferred(const ConvGeom& g, bool backward, Isa isa) {
 }
 
 bool conv_winograd_row_supports(const ConvGeom& g, ConvPass pass, Isa rule_isa) {
-  const ConvAlgo a = pass == ConvPass::fwd ? g.algo_fwd : g.algo_bwd_data;
+  const ConvAlgo a = pass == ConvPass::fwd        ? g.algo_fwd
+                     : pass == ConvPass::bwd_data ? g.algo_bwd_data
+                                                  : g.algo_bwd_weights;
   if (a == ConvAlgo::direct || !conv_winograd_applies(g)) return false;
   if (winograd_geom_error(conv_winograd_geom(g, pass)) != nullptr) return false;
-  return a == ConvAlgo::winograd ||
-         conv_winograd_preferred(g, pass == ConvPass::bwd_data, rule_isa);
+  return a == ConvAlgo::winograd || conv_winograd_preferred(g, pass, rule_isa);
 }
 
 // The GEMM rows' rule (im2col/col2im around the ISA's SGEMM, conv_gemm.isa.cpp), from
@@ -233,6 +250,11 @@ bool gemm_row_supports(const ConvGeom& g) {
    isa##_impl::conv_bwd_data_winograd, winograd_row_workspace<ConvPass::bwd_data>,             \
    winograd_row_cache<ConvPass::bwd_data>, winograd_row_min_workspace<ConvPass::bwd_data>}
 
+#define CREMA_WINOGRAD_WGRAD_ROW(isa)                                                          \
+  {"winograd_" #isa, Isa::isa, winograd_row_supports<Isa::isa, ConvPass::bwd_weights>,         \
+   isa##_impl::conv_bwd_weights_winograd, winograd_row_workspace<ConvPass::bwd_weights>,       \
+   nullptr, winograd_row_min_workspace<ConvPass::bwd_weights>}
+
 const ConvKernel<ConvFwdFn> kFwdRows[] = {
 #ifdef CREMA_BUILD_AVX512
     CREMA_WINOGRAD_FWD_ROW(avx512),
@@ -285,6 +307,7 @@ const ConvKernel<ConvBwdDataFn> kBwdDataRows[] = {
 
 const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
 #ifdef CREMA_BUILD_AVX512
+    CREMA_WINOGRAD_WGRAD_ROW(avx512),
     {"direct_fewc_avx512", Isa::avx512, conv_fewc_supports_bwd_weights,
      avx512_impl::conv_bwd_weights_fewc, avx512_impl::ws_bwd_weights_fewc},
     {"gemm_avx512", Isa::avx512, gemm_row_supports<Isa::avx512, ConvPass::bwd_weights>,
@@ -294,6 +317,7 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
      avx512_impl::conv_bwd_weights_blocked, avx512_impl::ws_bwd_weights_blocked},
 #endif
 #ifdef CREMA_BUILD_AVX2
+    CREMA_WINOGRAD_WGRAD_ROW(avx2),
     {"direct_fewc_avx2", Isa::avx2, conv_fewc_supports_bwd_weights,
      avx2_impl::conv_bwd_weights_fewc, avx2_impl::ws_bwd_weights_fewc},
     {"gemm_avx2", Isa::avx2, gemm_row_supports<Isa::avx2, ConvPass::bwd_weights>,
@@ -302,11 +326,13 @@ const ConvKernel<ConvBwdWeightsFn> kBwdWeightsRows[] = {
     {"direct_blocked_avx2", Isa::avx2, any,
      avx2_impl::conv_bwd_weights_blocked, avx2_impl::ws_bwd_weights_blocked},
 #endif
+    CREMA_WINOGRAD_WGRAD_ROW(scalar),
     {"direct_scalar", Isa::scalar, any, scalar_impl::conv_bwd_weights, none},
 };
 
 #undef CREMA_WINOGRAD_FWD_ROW
 #undef CREMA_WINOGRAD_BWD_ROW
+#undef CREMA_WINOGRAD_WGRAD_ROW
 
 constexpr KernelTable<ConvGeom, ConvFwdFn> kFwd(kFwdRows);
 constexpr KernelTable<ConvGeom, ConvBwdDataFn> kBwdData(kBwdDataRows);

@@ -69,17 +69,17 @@ struct Mats<2> {
 
 using V = Ops::V;
 
-// out[r] = sum_c mat[r][c] in[c]. The loops unroll completely and the coefficients are
+// out[r] = sum_c coef(r, c) in[c]. The loops unroll completely and the coefficients are
 // compile-time constants, so zero terms vanish and +-1 become adds/subtracts.
-template <int R, int N>
-inline __attribute__((always_inline)) void apply(const float (&mat)[R][N], const V* in, V* out) {
+template <int R, int N, class Coef>
+inline __attribute__((always_inline)) void combine(const Coef& coef, const V* in, V* out) {
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     V acc = Ops::zero();
     bool have = false;
 #pragma GCC unroll 8
     for (int c = 0; c < N; ++c) {
-      const float k = mat[r][c];
+      const float k = coef(r, c);
       if (k == 0.f) continue;
       if (!have) {
         acc = k == 1.f ? in[c] : (k == -1.f ? Ops::neg(in[c]) : Ops::mul(in[c], k));
@@ -92,8 +92,21 @@ inline __attribute__((always_inline)) void apply(const float (&mat)[R][N], const
         acc = Ops::fmadd(in[c], k, acc);
       }
     }
-    out[r] = acc;
+    out[r] = have ? acc : Ops::zero();
   }
+}
+
+// out = mat . in
+template <int R, int N>
+inline __attribute__((always_inline)) void apply(const float (&mat)[R][N], const V* in, V* out) {
+  combine<R, N>([&](int r, int c) { return mat[r][c]; }, in, out);
+}
+
+// out = mat^T . in (the weight gradient's transforms are the transposes of the forward's)
+template <int R, int N>
+inline __attribute__((always_inline)) void apply_t(const float (&mat)[N][R], const V* in,
+                                                   V* out) {
+  combine<R, N>([&](int r, int c) { return mat[c][r]; }, in, out);
 }
 
 // A software prefetch GCC cannot drop: it deletes loops whose only work is __builtin_prefetch.
@@ -360,10 +373,135 @@ void block_entry(const float* x, const float* u, const float* bias_pad, const Wi
     block_t<2>(x, u, bias_pad, g, t0, count, tb, s, y);
 }
 
+// ---- weight gradient --------------------------------------------------------------------------
+// y_tile = A^T [U (.) V] A with U = G g G^T, so for one tile d(loss)/dU = (A dY A^T) (.) V and
+// dg = G^T dU G: per position xi, dU[xi] (K x C) += E[xi]^T . V[xi] summed over every tile, with
+// E = A dY A^T of the tile's M x M output gradient (zero beyond the output's edge). V is the
+// forward's input transform; the sum over tiles runs in the slot's own dU (the driver adds the
+// slots and applies G^T . G at the end: wgrad_finish). Written for float32 operands only
+// (O::bf16_operands is false): the GEMM reduces over tiles, which bf16's channel-pair layout of V
+// does not serve.
+
+// E of tiles [t0, t0 + count) into s.m (alpha^2 planes of TB x Kpad) and the bias gradient's
+// partial sums (the tiles partition the output) into s.db.
+template <int M, class O = Ops>
+void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t count,
+                    int64_t tb, const WinogradWgradSlot& s) {
+  constexpr int A = M + 2;
+  // dy as an "input" (K channels, P x Q, no padding) so pack_run packs its tile rows; only the
+  // first M of the alpha rows it packs are read.
+  WinogradGeom gy = g;
+  gy.channels = g.out_channels;
+  gy.height = g.out_h();
+  gy.width = g.out_w();
+  gy.pad_h = gy.pad_w = 0;
+  const int64_t kpad = g.k_pad(), kbn = kpad / 16, tw = g.tiles_w();
+  const int64_t seg = winograd_pack_tiles(g), nseg = (tw + seg - 1) / seg;
+  const int64_t pitch = winograd_pack_pitch(g), ms = winograd_m_stride(g, tb);
+  for (int64_t i = 0; i < count;) {
+    const TileCoord tc = tile_coord(g, t0 + i);
+    const int64_t sx0 = tc.tx / seg * seg;
+    const int64_t run = std::min(count - i, std::min(sx0 + seg, tw) - tc.tx);
+    const int64_t tag = (tc.n * g.tiles_h() + tc.ty) * nseg + tc.tx / seg;
+    if (*s.dy_tag != tag) {
+      pack_run<M>(dy, gy, tc.n, tc.ty, sx0, std::min(seg, tw - sx0), pitch, s.dy_pack);
+      *s.dy_tag = tag;
+    }
+    for (int64_t q = 0; q < run; ++q)
+      for (int64_t kb = 0; kb < kbn; ++kb) {
+        const float* src = s.dy_pack + (kb * A * pitch + M * (tc.tx - sx0 + q)) * 16;
+        V sum = O::zero();
+        V e[A][M];  // e[a][j] = (A d)[a][j]
+        for (int j = 0; j < M; ++j) {
+          V col[M], o[A];
+          for (int r = 0; r < M; ++r) {
+            col[r] = O::load(src + (r * pitch + j) * 16);
+            sum = O::add(sum, col[r]);
+          }
+          apply_t(Mats<M>::at, col, o);
+          for (int a = 0; a < A; ++a) e[a][j] = o[a];
+        }
+        for (int a = 0; a < A; ++a) {
+          V o[A];
+          apply_t(Mats<M>::at, e[a], o);
+          for (int b = 0; b < A; ++b) O::store(s.fwd.m + (a * A + b) * ms + (i + q) * kpad + kb * 16, o[b]);
+        }
+        O::store(s.db + kb * 16, O::add(O::load(s.db + kb * 16), sum));
+      }
+    i += run;
+  }
+}
+
+template <int M, class O = Ops>
+void wgrad_block_t(const float* x, const float* dy, const WinogradGeom& g, int64_t t0,
+                   int64_t count, int64_t tb, const WinogradWgradSlot& s) {
+  constexpr int A = M + 2;
+  const int64_t cpad = g.c_pad(), kpad = g.k_pad();
+  const int64_t vs = winograd_v_stride(g, tb), ms = winograd_m_stride(g, tb);
+  input_transform<M>(x, g, t0, count, tb, s.fwd);
+  grad_transform<M>(dy, g, t0, count, tb, s);
+  for (int xi = 0; xi < A * A; ++xi)
+    O::gemm_wgrad(s.fwd.m + xi * ms, kpad, s.fwd.v + xi * vs, cpad, s.du + xi * kpad * cpad,
+                  count);
+}
+
+// dw[k][c] += G^T dU[k][c] G for output channels [k_begin, k_end), vectors over 16 channels.
+template <int M, class O = Ops>
+void wgrad_finish_t(const float* du, const WinogradGeom& g, int64_t k_begin, int64_t k_end,
+                    float* dw) {
+  constexpr int A = M + 2;
+  const int64_t C = g.channels, cpad = g.c_pad(), kpad = g.k_pad(), plane = kpad * cpad;
+  alignas(64) float buf[9][16];
+  for (int64_t k = k_begin; k < k_end; ++k)
+    for (int64_t c0 = 0; c0 < cpad; c0 += 16) {
+      V t[3][A];  // t[i][b] = (G^T dU)[i][b]
+      for (int b = 0; b < A; ++b) {
+        V col[A], o[3];
+        for (int a = 0; a < A; ++a) col[a] = O::load(du + (a * A + b) * plane + k * cpad + c0);
+        apply_t(Mats<M>::g, col, o);
+        for (int i = 0; i < 3; ++i) t[i][b] = o[i];
+      }
+      for (int i = 0; i < 3; ++i) {
+        V o[3];
+        apply_t(Mats<M>::g, t[i], o);
+        for (int j = 0; j < 3; ++j) O::store(buf[i * 3 + j], o[j]);
+      }
+      const int cv = static_cast<int>(std::min<int64_t>(16, C - c0));
+      for (int cc = 0; cc < cv; ++cc) {
+        float* d = dw + ((k * C + c0 + cc) * 3) * 3;
+        for (int p = 0; p < 9; ++p) d[p] += buf[p][cc];
+      }
+    }
+}
+
+template <class O = Ops>
+void wgrad_block_entry(const float* x, const float* dy, const WinogradGeom& g, int64_t t0,
+                       int64_t count, int64_t tb, const WinogradWgradSlot& s) {
+  if constexpr (!O::bf16_operands) {
+    if (g.tile == 4)
+      wgrad_block_t<4, O>(x, dy, g, t0, count, tb, s);
+    else
+      wgrad_block_t<2, O>(x, dy, g, t0, count, tb, s);
+  }
+}
+
+template <class O = Ops>
+void wgrad_finish_entry(const float* du, const WinogradGeom& g, int64_t k_begin, int64_t k_end,
+                        float* dw) {
+  if constexpr (!O::bf16_operands) {
+    if (g.tile == 4)
+      wgrad_finish_t<4, O>(du, g, k_begin, k_end, dw);
+    else
+      wgrad_finish_t<2, O>(du, g, k_begin, k_end, dw);
+  }
+}
+
 }  // namespace
 
-const WinogradOps winograd_ops = {Ops::panel, Ops::bf16_operands, filter_transform_entry,
-                                  block_entry};
+const WinogradOps winograd_ops = {
+    Ops::panel, Ops::bf16_operands, filter_transform_entry, block_entry,
+    Ops::bf16_operands ? nullptr : wgrad_block_entry<>,
+    Ops::bf16_operands ? nullptr : wgrad_finish_entry<>};
 
 }  // namespace CREMA_WINOGRAD_NS
 }  // namespace crema

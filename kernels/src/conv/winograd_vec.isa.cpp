@@ -23,7 +23,9 @@ constexpr int L = VV::L;
 // GEMM rows per register block: AVX-512 has 32 registers, AVX2 16.
 constexpr int kRows = L == 16 ? 8 : 6;
 
-template <int R, int NV>
+// c[r][0 .. L NV) (+)= sum over k < kc of a(r, k) b[k][.], a(r, k) = a[r lda + k], or with
+// a_k_major a[k lda + r] (the weight gradient's E, tiles x channels).
+template <int R, int NV, bool a_k_major = false>
 inline void micro(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                   int64_t kc, bool add) {
   reg acc[R][NV];
@@ -34,7 +36,7 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t ldb, floa
     reg bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = VV::loadu(b + k * ldb + L * v);
     for (int r = 0; r < R; ++r) {
-      const reg ar = VV::bcast(a + r * lda + k);
+      const reg ar = VV::bcast(a_k_major ? a + k * lda + r : a + r * lda + k);
       for (int v = 0; v < NV; ++v) acc[r][v] = VV::fmadd(ar, bv[v], acc[r][v]);
     }
   }
@@ -74,6 +76,21 @@ struct Ops : WinogradVecOps<VV> {
         else
           panel_rows<1>(a + c0, lda, b, c + k0, ldc, rows, kc, c0 > 0);
       }
+    }
+  }
+
+  // du[kpad x cpad] += e^T . v over `count` tiles: e is count x kpad, v count x cpad (row-major).
+  static void gemm_wgrad(const float* e, int64_t kpad, const float* v, int64_t cpad, float* du,
+                         int64_t count) {
+    for (int64_t c0 = 0; c0 < cpad; c0 += 2 * L) {
+      const bool two = cpad - c0 >= 2 * L;  // cpad is a multiple of 16: the last may be one (zmm)
+      winograd_row_blocks<kRows>(kpad, [&](auto r, int64_t k0) {
+        constexpr int R = decltype(r)::value;
+        if (two)
+          micro<R, 2, true>(e + k0, kpad, v + c0, cpad, du + k0 * cpad + c0, cpad, count, true);
+        else
+          micro<R, 1, true>(e + k0, kpad, v + c0, cpad, du + k0 * cpad + c0, cpad, count, true);
+      });
     }
   }
 };
