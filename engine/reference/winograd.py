@@ -210,12 +210,13 @@ def conv2d_backward_data(dy, weight, pad=(0, 0), m=4, points=None, operands=None
                           m, points, operands=operands)
 
 
-def conv2d_backward_weights(x, dy, pad=(0, 0), m=4, points=None):
+def conv2d_backward_weights(x, dy, pad=(0, 0), m=4, points=None, operands=None):
     """(dw, db) of the forward above from x (N, C, H, W) and dy (N, K, P, Q), in x's dtype: each
     tile's output is A^T [U (.) V] A with U = G g G^T, so per position (a, b)
     dU[a, b] = sum over tiles of (A dY A^T)[a, b] V[a, b]^T and dw = G^T dU G; dY is zero beyond
     the output's edge (those tile outputs are cut off in the forward). db = dy summed over
-    n, p, q. The native weight gradient (winograd_backward_weights) runs exactly these steps."""
+    n, p, q. The native weight gradient (winograd_backward_weights) runs exactly these steps.
+    `operands`, as in conv2d_forward, is applied to V and E before their product."""
     dtype = x.dtype
     n_img, channels, height, width = x.shape
     k_out = dy.shape[1]
@@ -231,6 +232,8 @@ def conv2d_backward_weights(x, dy, pad=(0, 0), m=4, points=None):
     dy_tiles[:, :, :oh, :ow] = dy
     dy_tiles = dy_tiles.reshape(n_img, k_out, th, m, tw, m)
     e = np.einsum("ia,nktiuj,jb->abntuk", at, dy_tiles, at)      # n n N th tw K
+    if operands is not None:
+        v, e = (np.asarray(operands(a), dtype=dtype) for a in (v, e))
     du = np.einsum("abntuk,abntuc->abkc", e, v)                  # n n K C
     dw = np.einsum("ai,abkc,bj->kcij", g_mat, du, g_mat)
     db = dy.sum(axis=(0, 2, 3), dtype=dtype)

@@ -300,13 +300,13 @@ def test_conv_rows_are_listed_and_chosen_by_rule(isa):
     # pins it per geometry (and across ranks); a geometry forced to direct gets the direct row
     hep = (2, 128, 16, 16, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)
     winograd = direct and WINOGRAD_ROW in [r[0] for r in bf16.conv_rows("fwd")]
-    for op in ("fwd", "bwd_data"):
+    for op in bf16.CONV_OPS:
         assert bf16.conv_kernel_name(op, hep) == (WINOGRAD_ROW if winograd else
                                                   CONV_ROWS[0 if direct else 1])
-    forced = kernels.conv_geometry(hep, algo_fwd="direct", algo_bwd_data="direct")
-    assert bf16.conv_kernel_name("fwd", forced) == CONV_ROWS[0 if direct else 1]
-    assert bf16.conv_kernel_name("bwd_data", forced) == CONV_ROWS[0 if direct else 1]
-    assert bf16.conv_kernel_name("bwd_weights", hep) == CONV_ROWS[0 if direct else 1]
+    forced = kernels.conv_geometry(hep, algo_fwd="direct", algo_bwd_data="direct",
+                                   algo_bwd_weights="direct")
+    for op in bf16.CONV_OPS:
+        assert bf16.conv_kernel_name(op, forced) == CONV_ROWS[0 if direct else 1]
     # LeNet conv2's data gradient (mostly channel padding and border for the direct kernel): the
     # im2col + GEMM implementation, by the float32 tables' rule
     lenet2 = (64, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1)
@@ -345,6 +345,8 @@ WINOGRAD_CASES = [
     (1, 128, 16, 16, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1),  # the HEP net's layers
     (1, 160, 9, 11, 48, 3, 3, 0, 0, 1, 1, 1, 1, 1),   # two channel chunks summed; pad 0
     (2, 24, 5, 4, 20, 3, 3, 2, 1, 1, 1, 1, 1, 1),     # pad 2; a few-pixel output: F(2x2)
+    (5, 20, 12, 12, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1),   # 45 tiles: the weight gradient's odd pair
+    (3, 16, 36, 36, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1),   # 243 tiles: several blocks, an odd last
 ]
 
 
@@ -383,6 +385,16 @@ def test_winograd_row_matches_reference_on_bf16_transformed_operands(geometry):
     want = rw.conv2d_backward_data(dy64, w64, (ph, pw), m, operands=_bf16_f64)
     _close_to_winograd_reference(dx, want, rw.conv2d_backward_data(dy64, w64, (ph, pw), m),
                                  f"data gradient F({m}x{m})")
+
+    # the weight gradient rounds V and E (tile pairs), sums in float32 and adds into dw / db
+    dw, db = np.ones_like(wt), np.ones_like(bias)
+    bf16.conv_backward_weights(x, dy, dw, db, geometry, scratch, row=WINOGRAD_ROW)
+    m = rw.choose_tile(p, q, c, k)
+    want, want_db = rw.conv2d_backward_weights(x64, dy64, (ph, pw), m, operands=_bf16_f64)
+    _close_to_winograd_reference(dw - 1, want, rw.conv2d_backward_weights(x64, dy64, (ph, pw),
+                                                                          m)[0],
+                                 f"weight gradient F({m}x{m})")
+    np.testing.assert_allclose(db - 1, want_db, rtol=1e-5, atol=1e-5 * np.abs(want_db).max())
 
     # the fused ReLU acts on the same float32 sums; the cached U is refreshed by a changed weight
     relu = np.empty_like(y)

@@ -121,12 +121,15 @@ int64_t ws_bwd_data_direct(const ConvGeom& g);
 int64_t ws_bwd_weights_direct(const ConvGeom& g);
 int64_t cache_fwd_direct(const ConvGeom& g);
 int64_t cache_bwd_data_direct(const ConvGeom& g);
-// Winograd F(4x4 / 2x2, 3x3) with bf16 V and U (winograd_bf16_avx512bf16.cpp; the driver and
-// the sizes are crema/winograd.h's, the wrappers winograd_common.cpp's).
+// Winograd F(4x4 / 2x2, 3x3) with bf16 V and U (the weight gradient: V and E)
+// (winograd_bf16_avx512bf16.cpp; the driver and the sizes are crema/winograd.h's, the wrappers
+// winograd_common.cpp's).
 void conv_fwd_winograd(const float* x, const float* w, const float* bias, float* y,
                        const ConvGeom& g, const ConvScratch& s, bool relu, float slope);
 void conv_bwd_data_winograd(const float* dy, const float* w, float* dx, const ConvGeom& g,
                             const ConvScratch& s);
+void conv_bwd_weights_winograd(const float* x, const float* dy, float* dw, float* db,
+                               const ConvGeom& g, const ConvScratch& s);
 }  // namespace avx512_bf16_impl
 
 }  // namespace crema

@@ -317,6 +317,10 @@ constexpr KernelTable<ConvGeom, ConvBwdDataFn> kConvBwdDataTable(kConvBwdDataRow
 
 const ConvKernel<ConvBwdWeightsFn> kConvBwdWeightsRows[] = {
 #if defined(CREMA_BUILD_AVX512_BF16)
+    {"bf16conv_winograd_avx512_bf16", Isa::avx512_bf16,
+     winograd_row_supports<Isa::avx512, ConvPass::bwd_weights>,
+     avx512_bf16_impl::conv_bwd_weights_winograd, winograd_row_workspace<ConvPass::bwd_weights>,
+     nullptr, winograd_row_min_workspace<ConvPass::bwd_weights>},
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_weights_supports,
      avx512_bf16_impl::bf16_conv_bwd_weights_direct, avx512_bf16_impl::ws_bwd_weights_direct},
 #endif

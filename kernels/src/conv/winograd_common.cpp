@@ -489,6 +489,10 @@ void conv_bwd_data_rows(const float* dy, const float* w, float* dx, const ConvGe
                               const ConvScratch& s) {                                          \
     conv_bwd_data_rows<&winograd_ops>(dy, w, dx, g, s);                                        \
   }                                                                                            \
+  void conv_bwd_weights_winograd(const float* x, const float* dy, float* dw, float* db,        \
+                                 const ConvGeom& g, const ConvScratch& s) {                    \
+    conv_bwd_weights_rows<&winograd_ops>(x, dy, dw, db, g, s);                                 \
+  }                                                                                            \
   }
 CREMA_CONV_WINOGRAD_DEFS(scalar_impl)
 #ifdef CREMA_BUILD_AVX2
@@ -502,22 +506,6 @@ CREMA_CONV_WINOGRAD_DEFS(avx512_bf16_impl)  // the rows of the bf16 tables (crem
 #endif
 #undef CREMA_CONV_WINOGRAD_DEFS
 
-// The weight-gradient rows: float32 only (the bf16 unit has no wgrad_block).
-#define CREMA_CONV_WINOGRAD_WGRAD_DEFS(ns)                                                     \
-  namespace ns {                                                                               \
-  void conv_bwd_weights_winograd(const float* x, const float* dy, float* dw, float* db,        \
-                                 const ConvGeom& g, const ConvScratch& s) {                    \
-    conv_bwd_weights_rows<&winograd_ops>(x, dy, dw, db, g, s);                                 \
-  }                                                                                            \
-  }
-CREMA_CONV_WINOGRAD_WGRAD_DEFS(scalar_impl)
-#ifdef CREMA_BUILD_AVX2
-CREMA_CONV_WINOGRAD_WGRAD_DEFS(avx2_impl)
-#endif
-#ifdef CREMA_BUILD_AVX512
-CREMA_CONV_WINOGRAD_WGRAD_DEFS(avx512_impl)
-#endif
-#undef CREMA_CONV_WINOGRAD_WGRAD_DEFS
 
 bool winograd_matrices(int m, float* at, float* g, float* bt) {
   using namespace scalar_impl;

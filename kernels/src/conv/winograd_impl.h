@@ -149,6 +149,17 @@ inline void store_v(float* plane, int64_t offset, V v) {
     O::store(plane + offset, v);
 }
 
+// The weight gradient's operands (V of tiles, E of tiles): tile t (block-relative), 16 channels
+// from c0, rows of ld channels. float32: row t. bf16 (the GEMM reduces over tiles, so tiles pair
+// up): 32-bit word (t / 2, c) holds bf16(tile t even) | bf16(tile t odd) << 16.
+template <class O = Ops>
+inline void store_wgrad_operand(float* plane, int64_t t, int64_t c0, int64_t ld, V v) {
+  if constexpr (O::bf16_operands)
+    O::store_bf16_halves(reinterpret_cast<uint32_t*>(plane) + (t / 2) * ld + c0, (t & 1) != 0, v);
+  else
+    O::store(plane + t * ld + c0, v);
+}
+
 // ---- filter transform ------------------------------------------------------------------------
 template <int M>
 void filter_transform_t(const float* w, const WinogradGeom& g, bool flip, int panel, float* u,
@@ -254,9 +265,10 @@ void pack_run(const float* x, const WinogradGeom& g, int64_t n, int64_t ty, int6
 }
 
 // ---- input transform: V[xi][tile][c] = (B^T d B)[xi] ------------------------------------------
-template <int M>
-inline void input_tile(const float* src, int64_t row, float* v, int64_t offset,
-                       int64_t xi_stride) {
+// store(position, value) writes the tile's V at each of the alpha^2 positions.
+template <int M, class Store>
+inline __attribute__((always_inline)) void input_tile(const float* src, int64_t row,
+                                                      const Store& store) {
   constexpr int A = M + 2;
   V t[A][A];
   for (int j = 0; j < A; ++j) {
@@ -268,11 +280,12 @@ inline void input_tile(const float* src, int64_t row, float* v, int64_t offset,
   for (int a = 0; a < A; ++a) {
     V o[A];
     apply(Mats<M>::bt, t[a], o);
-    for (int b = 0; b < A; ++b) store_v(v + (a * A + b) * xi_stride, offset, o[b]);
+    for (int b = 0; b < A; ++b) store(a * A + b, o[b]);
   }
 }
 
-template <int M>
+// wgrad: V in the weight gradient's operand layout (store_wgrad_operand) instead of the forward's.
+template <int M, bool wgrad = false>
 void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t count,
                      int64_t tb, const WinogradSlot& s) {
   constexpr int A = M + 2;
@@ -289,9 +302,18 @@ void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t 
       *s.pack_tag = tag;
     }
     for (int64_t q = 0; q < run; ++q)
-      for (int64_t cb = 0; cb < cbn; ++cb)
-        input_tile<M>(s.pack + (cb * A * pitch + M * (tc.tx - sx0 + q)) * 16, pitch * 16, s.v,
-                      (i + q) * cpad + cb * 16, vs);
+      for (int64_t cb = 0; cb < cbn; ++cb) {
+        const float* src = s.pack + (cb * A * pitch + M * (tc.tx - sx0 + q)) * 16;
+        const int64_t t = i + q;
+        if constexpr (wgrad)
+          input_tile<M>(src, pitch * 16, [&](int p, V v) {
+            store_wgrad_operand(s.v + p * vs, t, cb * 16, cpad, v);
+          });
+        else
+          input_tile<M>(src, pitch * 16, [&](int p, V v) {
+            store_v(s.v + p * vs, t * cpad + cb * 16, v);
+          });
+      }
     i += run;
   }
 }
@@ -378,13 +400,12 @@ void block_entry(const float* x, const float* u, const float* bias_pad, const Wi
 // dg = G^T dU G: per position xi, dU[xi] (K x C) += E[xi]^T . V[xi] summed over every tile, with
 // E = A dY A^T of the tile's M x M output gradient (zero beyond the output's edge). V is the
 // forward's input transform; the sum over tiles runs in the slot's own dU (the driver adds the
-// slots and applies G^T . G at the end: wgrad_finish). Written for float32 operands only
-// (O::bf16_operands is false): the GEMM reduces over tiles, which bf16's channel-pair layout of V
-// does not serve.
+// slots and applies G^T . G at the end: wgrad_finish). With bf16 operands V and E are rounded
+// where they are stored, in tile pairs (store_wgrad_operand), since this GEMM reduces over tiles.
 
 // E of tiles [t0, t0 + count) into s.m (alpha^2 planes of TB x Kpad) and the bias gradient's
 // partial sums (the tiles partition the output) into s.db.
-template <int M, class O = Ops>
+template <int M>
 void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t count,
                     int64_t tb, const WinogradWgradSlot& s) {
   constexpr int A = M + 2;
@@ -410,13 +431,13 @@ void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t 
     for (int64_t q = 0; q < run; ++q)
       for (int64_t kb = 0; kb < kbn; ++kb) {
         const float* src = s.dy_pack + (kb * A * pitch + M * (tc.tx - sx0 + q)) * 16;
-        V sum = O::zero();
+        V sum = Ops::zero();
         V e[A][M];  // e[a][j] = (A d)[a][j]
         for (int j = 0; j < M; ++j) {
           V col[M], o[A];
           for (int r = 0; r < M; ++r) {
-            col[r] = O::load(src + (r * pitch + j) * 16);
-            sum = O::add(sum, col[r]);
+            col[r] = Ops::load(src + (r * pitch + j) * 16);
+            sum = Ops::add(sum, col[r]);
           }
           apply_t(Mats<M>::at, col, o);
           for (int a = 0; a < A; ++a) e[a][j] = o[a];
@@ -424,29 +445,40 @@ void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t 
         for (int a = 0; a < A; ++a) {
           V o[A];
           apply_t(Mats<M>::at, e[a], o);
-          for (int b = 0; b < A; ++b) O::store(s.fwd.m + (a * A + b) * ms + (i + q) * kpad + kb * 16, o[b]);
+          for (int b = 0; b < A; ++b)
+            store_wgrad_operand(s.fwd.m + (a * A + b) * ms, i + q, kb * 16, kpad, o[b]);
         }
-        O::store(s.db + kb * 16, O::add(O::load(s.db + kb * 16), sum));
+        Ops::store(s.db + kb * 16, Ops::add(Ops::load(s.db + kb * 16), sum));
       }
     i += run;
   }
 }
 
-template <int M, class O = Ops>
+template <int M>
 void wgrad_block_t(const float* x, const float* dy, const WinogradGeom& g, int64_t t0,
                    int64_t count, int64_t tb, const WinogradWgradSlot& s) {
   constexpr int A = M + 2;
   const int64_t cpad = g.c_pad(), kpad = g.k_pad();
   const int64_t vs = winograd_v_stride(g, tb), ms = winograd_m_stride(g, tb);
-  input_transform<M>(x, g, t0, count, tb, s.fwd);
+  input_transform<M, true>(x, g, t0, count, tb, s.fwd);
   grad_transform<M>(dy, g, t0, count, tb, s);
+  if constexpr (Ops::bf16_operands) {
+    // An odd count leaves the last pair's second tile unwritten: make it a zero tile.
+    if (count & 1)
+      for (int xi = 0; xi < A * A; ++xi) {
+        for (int64_t c0 = 0; c0 < cpad; c0 += 16)
+          store_wgrad_operand(s.fwd.v + xi * vs, count, c0, cpad, Ops::zero());
+        for (int64_t k0 = 0; k0 < kpad; k0 += 16)
+          store_wgrad_operand(s.fwd.m + xi * ms, count, k0, kpad, Ops::zero());
+      }
+  }
   for (int xi = 0; xi < A * A; ++xi)
-    O::gemm_wgrad(s.fwd.m + xi * ms, kpad, s.fwd.v + xi * vs, cpad, s.du + xi * kpad * cpad,
+    Ops::gemm_wgrad(s.fwd.m + xi * ms, kpad, s.fwd.v + xi * vs, cpad, s.du + xi * kpad * cpad,
                   count);
 }
 
 // dw[k][c] += G^T dU[k][c] G for output channels [k_begin, k_end), vectors over 16 channels.
-template <int M, class O = Ops>
+template <int M>
 void wgrad_finish_t(const float* du, const WinogradGeom& g, int64_t k_begin, int64_t k_end,
                     float* dw) {
   constexpr int A = M + 2;
@@ -457,14 +489,14 @@ void wgrad_finish_t(const float* du, const WinogradGeom& g, int64_t k_begin, int
       V t[3][A];  // t[i][b] = (G^T dU)[i][b]
       for (int b = 0; b < A; ++b) {
         V col[A], o[3];
-        for (int a = 0; a < A; ++a) col[a] = O::load(du + (a * A + b) * plane + k * cpad + c0);
+        for (int a = 0; a < A; ++a) col[a] = Ops::load(du + (a * A + b) * plane + k * cpad + c0);
         apply_t(Mats<M>::g, col, o);
         for (int i = 0; i < 3; ++i) t[i][b] = o[i];
       }
       for (int i = 0; i < 3; ++i) {
         V o[3];
         apply_t(Mats<M>::g, t[i], o);
-        for (int j = 0; j < 3; ++j) O::store(buf[i * 3 + j], o[j]);
+        for (int j = 0; j < 3; ++j) Ops::store(buf[i * 3 + j], o[j]);
       }
       const int cv = static_cast<int>(std::min<int64_t>(16, C - c0));
       for (int cc = 0; cc < cv; ++cc) {
@@ -474,34 +506,26 @@ void wgrad_finish_t(const float* du, const WinogradGeom& g, int64_t k_begin, int
     }
 }
 
-template <class O = Ops>
 void wgrad_block_entry(const float* x, const float* dy, const WinogradGeom& g, int64_t t0,
                        int64_t count, int64_t tb, const WinogradWgradSlot& s) {
-  if constexpr (!O::bf16_operands) {
-    if (g.tile == 4)
-      wgrad_block_t<4, O>(x, dy, g, t0, count, tb, s);
-    else
-      wgrad_block_t<2, O>(x, dy, g, t0, count, tb, s);
-  }
+  if (g.tile == 4)
+    wgrad_block_t<4>(x, dy, g, t0, count, tb, s);
+  else
+    wgrad_block_t<2>(x, dy, g, t0, count, tb, s);
 }
 
-template <class O = Ops>
 void wgrad_finish_entry(const float* du, const WinogradGeom& g, int64_t k_begin, int64_t k_end,
                         float* dw) {
-  if constexpr (!O::bf16_operands) {
-    if (g.tile == 4)
-      wgrad_finish_t<4, O>(du, g, k_begin, k_end, dw);
-    else
-      wgrad_finish_t<2, O>(du, g, k_begin, k_end, dw);
-  }
+  if (g.tile == 4)
+    wgrad_finish_t<4>(du, g, k_begin, k_end, dw);
+  else
+    wgrad_finish_t<2>(du, g, k_begin, k_end, dw);
 }
 
 }  // namespace
 
-const WinogradOps winograd_ops = {
-    Ops::panel, Ops::bf16_operands, filter_transform_entry, block_entry,
-    Ops::bf16_operands ? nullptr : wgrad_block_entry<>,
-    Ops::bf16_operands ? nullptr : wgrad_finish_entry<>};
+const WinogradOps winograd_ops = {Ops::panel,          Ops::bf16_operands, filter_transform_entry,
+                                  block_entry,         wgrad_block_entry,  wgrad_finish_entry};
 
 }  // namespace CREMA_WINOGRAD_NS
 }  // namespace crema
