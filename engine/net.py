@@ -314,9 +314,12 @@ class Net:
                 relu.fused_into = lc.name
 
     def fused_layers(self):
-        """[(convolution name, ReLU name, the convolution's forward kernel)] fused in this net."""
+        """[(convolution name, ReLU name, the convolution's forward kernel)] fused in this net:
+        the pairs planned at setup whose convolution runs the native kernels (the numpy path,
+        float64 or CREMA_KERNELS=reference, never applies the ReLU itself)."""
         return [(self.layer_params[i].name, self.layer_params[i + 1].name,
-                 getattr(self.layers[i], "kernel", "")) for i in sorted(self._fused_relu)]
+                 getattr(self.layers[i], "kernel", "")) for i in sorted(self._fused_relu)
+                if getattr(self.layers[i], "kernels", None) is not None]
 
     def _check_counts(self, layer, lp, where):
         nb, nt = len(lp.bottom), len(lp.top)
