@@ -208,14 +208,18 @@ def max_pool_forward(x, geometry, y, mask=None):
     return y
 
 
-def max_pool_backward(dy, mask, geometry, dx):
-    """dx = 0, then each dy goes to its argmax (windows sharing one add up)."""
+def max_pool_backward(dy, mask, geometry, dx, relu_y=None, relu_slope=0.0):
+    """dx = 0, then each dy goes to its argmax (windows sharing one add up). relu_y (the
+    forward's output): apply first the backward of the in-place ReLU (negative_slope
+    relu_slope) that produced the pooled input, at each argmax (kernels/include/crema/pool.h)."""
     _, shape, *_ = _pool_args(geometry)
-    if _native_ok(dy, dx) and mask is not None and _mask_ok(mask):
-        _native.max_pool_backward(dy, mask, pool_geometry(geometry), dx)
+    if (_native_ok(dy, dx) and mask is not None and _mask_ok(mask)
+            and (relu_y is None or _native_ok(relu_y))):
+        _native.max_pool_backward(dy, mask, pool_geometry(geometry), dx, relu_y,
+                                  float(relu_slope))
     else:
         from .reference import pool as ref
-        dx[...] = ref.max_pool_backward(dy, mask, shape)
+        dx[...] = ref.max_pool_backward(dy, mask, shape, relu_y, relu_slope)
     return dx
 
 
@@ -471,9 +475,9 @@ def conv_backward_weights(x, dy, dw, db, geometry, workspace=None):
 
 
 # -- choosing between the direct and the Winograd convolution ------------------------------------
-# The Winograd rows of the three passes' tables (kernels/include/crema/winograd.h; float32 only
-# for the weight gradient) take 3x3, stride 1, dilation 1, one group, pad 0..2; they do fewer
-# multiplications but transform every tile. conv_algorithm() asks the tables under the C++ rule (crema/conv.h
+# The Winograd rows of the three passes' tables (kernels/include/crema/winograd.h) take 3x3,
+# stride 1, dilation 1, one group, pad 0..2; they do fewer multiplications but transform every
+# tile. conv_algorithm() asks the tables under the C++ rule (crema/conv.h
 # conv_winograd_preferred: fixed per ISA, from measurements), so the choice needs no timing and is
 # the same in every process with the same ISA; conv_geometry() records it in the geometry, whose
 # passes then run exactly that algorithm.

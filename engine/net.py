@@ -300,8 +300,10 @@ class Net:
         conv.fused_relu = True, conv.fused_relu_layer = the ReLU's name, relu.fused_into = the
         convolution's name. CREMA_FUSE=0 turns fusion off (read when the net is built)."""
         self._fused_relu = {}  # conv index -> negative_slope of the ReLU at index + 1
+        self._pool_relu = {}  # MAX pooling index -> negative_slope of the ReLU at index - 1
         if os.environ.get("CREMA_FUSE", "1") == "0":
             return
+        self._mark_pool_relu_fusions()
         for i in range(len(self.layers) - 1):
             conv, relu = self.layers[i], self.layers[i + 1]
             lc, lr = self.layer_params[i], self.layer_params[i + 1]
@@ -312,6 +314,32 @@ class Net:
                 conv.fused_relu = True
                 conv.fused_relu_layer = lr.name
                 relu.fused_into = lc.name
+
+    def _mark_pool_relu_fusions(self):
+        """In-place ReLU + MAX pooling: a ReLU whose bottom and top are one blob, read next by a
+        MAX Pooling layer and by nothing else, has its backward applied inside the pooling's
+        backward (kernels/include/crema/pool.h: the ReLU's rule at each argmax, whose ReLU output
+        is the pooled value), which saves the ReLU's pass over the whole blob. Exact for slope 0
+        or windows that do not overlap (one gradient per element), so only those fuse. Marked:
+        pool.fused_relu_backward = the ReLU's name, relu.backward_fused_into = the pooling's."""
+        readers = {}
+        for i, lp in enumerate(self.layer_params):
+            for name in lp.bottom:
+                readers.setdefault(name, []).append(i)
+        for i in range(len(self.layers) - 1):
+            relu, pool = self.layers[i], self.layers[i + 1]
+            lr, lpool = self.layer_params[i], self.layer_params[i + 1]
+            if not (lr.type == "ReLU" and lpool.type == "Pooling" and len(lr.bottom) == 1
+                    and list(lr.top) == list(lr.bottom) and list(lpool.bottom) == list(lr.top)
+                    and readers.get(lr.top[0]) == [i, i + 1]
+                    and getattr(pool, "method", None) == crema_pb2.PoolingParameter.MAX
+                    and hasattr(pool, "relu_backward")):
+                continue
+            disjoint = all(k <= st for k, st in zip(pool.kernel_hw, pool.stride_hw))
+            if float(relu.slope) == 0.0 or disjoint:
+                self._pool_relu[i + 1] = float(relu.slope)
+                pool.fused_relu_backward = lr.name
+                relu.backward_fused_into = lpool.name
 
     def fused_layers(self):
         """[(convolution name, ReLU name, the convolution's forward kernel)] fused in this net:
@@ -557,13 +585,25 @@ class Net:
 
     def _backward_range(self, hi, lo, seconds=None):
         before, after = self._before_backward, self._after_backward
+        skip = None  # a ReLU whose backward a MAX pooling applied (_mark_pool_relu_fusions)
         for i in range(hi, lo - 1, -1):
             for hook in before:
                 hook(i)
-            if self._layer_need_backward[i]:
+            if self._layer_need_backward[i] and i != skip:
                 start = time.perf_counter() if seconds is not None else 0.0
-                self._call(self.layers[i], "backward", self._bottom_blobs[i], self._top_blobs[i],
-                           self._bottom_need_backward[i])
+                layer = self.layers[i]
+                # only when the ReLU runs backward in this range too
+                slope = self._pool_relu.get(i) if i - 1 >= lo else None
+                if slope is not None:
+                    layer.relu_backward = slope
+                try:
+                    self._call(layer, "backward", self._bottom_blobs[i], self._top_blobs[i],
+                               self._bottom_need_backward[i])
+                finally:
+                    if slope is not None:
+                        layer.relu_backward = None  # a direct layer.backward() never fuses
+                if slope is not None and layer.relu_backward_applied:
+                    skip = i - 1
                 if seconds is not None:
                     seconds[i] += time.perf_counter() - start
             for hook in after:

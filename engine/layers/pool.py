@@ -37,6 +37,14 @@ class PoolingLayer(Layer):
     min_top = 1
     max_top = 2
 
+    # Fused ReLU backward (set by engine.net for a MAX pooling whose bottom an in-place ReLU
+    # wrote, see Net._mark_pool_relu_fusions): before each backward the net sets relu_backward
+    # to the ReLU's negative_slope (None: not this call); backward sets relu_backward_applied
+    # when it applied the ReLU's rule, and the net then skips the ReLU's backward.
+    fused_relu_backward = None
+    relu_backward = None
+    relu_backward_applied = False
+
     def setup(self, bottom, top):
         p = self.param.pooling_param
         self.method = int(p.pool)
@@ -269,12 +277,23 @@ class PoolingLayer(Layer):
         top[0].data[...] = value
 
     def backward(self, top, propagate_down, bottom):
+        self.relu_backward_applied = False
         if not propagate_down[0]:
             return
         dy = top[0].diff
         dx = bottom[0].diff
+        slope = self.relu_backward if self.method == MAX else None
+        if slope is not None:
+            relu_y = top[0].data
+            if not (self.mask.dtype == np.int32 and self._native(dy, dx, relu_y)):
+                # the numpy path applies the same rule, then routes as below
+                dy = np.where(relu_y > 0, dy, dy.dtype.type(slope) * dy)
+                slope = None
+            self.relu_backward_applied = True
         if self.method == MAX and self.mask.dtype == np.int32 and self._native(dy, dx):
-            kernels.max_pool_backward(dy, self.mask, self.pool_geometry, dx)
+            kernels.max_pool_backward(dy, self.mask, self.pool_geometry, dx,
+                                      relu_y=None if slope is None else top[0].data,
+                                      relu_slope=0.0 if slope is None else slope)
         elif self.method == AVE and self._native(dy, dx):
             kernels.ave_pool_backward(dy, self.pool_geometry, dx)
         elif self.method == MAX:

@@ -58,8 +58,12 @@ def max_pool_forward(x, kernel, pad, stride, pooled):
     return top, mask
 
 
-def max_pool_backward(top_diff, mask, bottom_shape):
-    """Each top gradient goes to its argmax; windows sharing an argmax add up."""
+def max_pool_backward(top_diff, mask, bottom_shape, relu_y=None, relu_slope=0.0):
+    """Each top gradient goes to its argmax; windows sharing an argmax add up. relu_y (the
+    forward's output): each top gradient first passes the backward of the in-place ReLU that
+    produced the input, evaluated at the argmax, whose ReLU output is relu_y."""
+    if relu_y is not None:
+        top_diff = np.where(relu_y > 0, top_diff, top_diff.dtype.type(relu_slope) * top_diff)
     n_img, channels, height, width = bottom_shape
     dx = np.zeros(bottom_shape, dtype=top_diff.dtype)
     _, _, oh, ow = top_diff.shape

@@ -329,19 +329,31 @@ PYBIND11_MODULE(_kernels, m) {
      "MAX pooling of x (N, C, H, W) into y (N, C, pooled_h, pooled_w); the argmax (h*W + w in "
      "the plane, -1 for an empty window) goes into mask (int32, y's size) unless it is None.");
 
-  m.def("max_pool_backward", [](Arr dy, py::object mask, const PoolGeom& g, Arr dx) {
+  m.def("max_pool_backward", [](Arr dy, py::object mask, const PoolGeom& g, Arr dx,
+                                 py::object relu_y, float relu_slope) {
     check_pool_sizes("max_pool_backward", g, dx.size(), dy.size(), "dx", "dy");
     MaskArr mask_arr = as_mask(mask, "max_pool_backward");
     require(mask_arr.size() == dy.size(), "max_pool_backward: mask has " +
             std::to_string(mask_arr.size()) + " elements, dy has " + std::to_string(dy.size()));
+    Arr y_arr;
+    if (!relu_y.is_none()) {
+      require(Arr::check_(relu_y), "max_pool_backward: relu_y must be a C-contiguous float32 array");
+      y_arr = py::reinterpret_borrow<Arr>(relu_y);
+      require(y_arr.size() == dy.size(), "max_pool_backward: relu_y has " +
+              std::to_string(y_arr.size()) + " elements, dy has " + std::to_string(dy.size()));
+    }
     const auto& k = crema::max_pool_bwd_kernel(g);
     const float* gp = dy.data();
     const int32_t* mp = mask_arr.data();
+    const float* yp = relu_y.is_none() ? nullptr : y_arr.data();
     float* dp = mut(dx, "dx");
     py::gil_scoped_release nogil;
-    k.fn(gp, mp, g, dp);
+    k.fn(gp, mp, g, dp, yp, relu_slope);
   }, py::arg("dy"), py::arg("mask"), py::arg("geometry"), py::arg("dx").noconvert(),
-     "dx = 0, then dx[mask] += dy per plane (mask entries outside [0, H*W) are skipped).");
+     py::arg("relu_y") = py::none(), py::arg("relu_slope") = 0.f,
+     "dx = 0, then dx[mask] += dy per plane (mask entries outside [0, H*W) are skipped); with "
+     "relu_y (the forward's output), each dy is first the backward of an in-place ReLU "
+     "(negative_slope relu_slope) at its argmax: relu_y > 0 ? dy : relu_slope * dy.");
 
   m.def("ave_pool_forward", [](Arr x, const PoolGeom& g, Arr y) {
     check_pool_sizes("ave_pool_forward", g, x.size(), y.size(), "x", "y");

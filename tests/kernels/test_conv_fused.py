@@ -2,7 +2,9 @@
 fewc / blocked / scalar and the Winograd output transform) against conv_forward followed by
 Caffe's ReLU, bitwise, for every usable ISA; and engine.net's Convolution + in-place ReLU fusion:
 net outputs and every gradient equal with fusion on and off (CREMA_FUSE=0), per ISA, the fused
-layers marked, partial forwards and CREMA_KERNELS=reference still exact.
+layers marked, partial forwards and CREMA_KERNELS=reference still exact. And the in-place
+ReLU + MAX pooling fusion of the backward pass: diffs equal with fusion on and off, on every ISA
+and the numpy path, only where it is exact (slope 0 or disjoint windows), only within the range.
 """
 import numpy as np
 import pytest
@@ -227,3 +229,89 @@ def test_layer_forward_sees_in_place_weight_updates(monkeypatch):
             fresh.params[name][i].data[...] = blob.data
     np.testing.assert_array_equal(fresh.forward(data=x)["conv4"], after)
     assert not np.array_equal(after, first)
+
+
+# -- in-place ReLU + MAX pooling: the ReLU's backward inside the pooling's -------------------------
+
+POOL = ('layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}" '
+        'pooling_param {{ pool: {pool} kernel_size: {k} stride: {s} }} }}\n')
+
+
+def pool_net_text():
+    return ('name: "pool_relu"\n'
+            'force_backward: true\n'
+            'layer { name: "data" type: "Input" top: "data" '
+            'input_param { shape { dim: 2 dim: 3 dim: 19 dim: 18 } } }\n'
+            + CONV.format(name="conv1", bottom="data", k=8, r=3, pad=1, stride=1, group=1)
+            + RELU.format(name="relu1", blob="conv1", top="conv1", slope=0)
+            + POOL.format(name="pool1", bottom="conv1", pool="MAX", k=2, s=2)    # fuses
+            + CONV.format(name="conv2", bottom="pool1", k=8, r=3, pad=1, stride=1, group=1)
+            + RELU.format(name="relu2", blob="conv2", top="conv2", slope=0.1)
+            + POOL.format(name="pool2", bottom="conv2", pool="MAX", k=3, s=2)    # overlaps: no
+            + CONV.format(name="conv3", bottom="pool2", k=6, r=1, pad=0, stride=1, group=1)
+            + RELU.format(name="relu3", blob="conv3", top="conv3", slope=0)
+            + POOL.format(name="pool3", bottom="conv3", pool="MAX", k=3, s=1)    # slope 0: fuses
+            + CONV.format(name="conv4", bottom="pool3", k=4, r=1, pad=0, stride=1, group=1)
+            + RELU.format(name="relu4", blob="conv4", top="conv4", slope=0.2)
+            + POOL.format(name="pool4", bottom="conv4", pool="MAX", k=1, s=1)    # disjoint: fuses
+            + RELU.format(name="relu5", blob="pool4", top="pool4", slope=0)
+            + POOL.format(name="pool5", bottom="pool4", pool="AVE", k=2, s=1))   # AVE: no
+
+
+def pool_net(monkeypatch, isa, fuse, kernels_mode=None):
+    """The net with the same weights every time, run forward on the same input."""
+    kernels.set_max_isa(isa)
+    monkeypatch.setenv("CREMA_FUSE", "1" if fuse else "0")
+    if kernels_mode:
+        monkeypatch.setenv("CREMA_KERNELS", kernels_mode)
+    net = engine.Net(pool_net_text(), engine.TRAIN)
+    rng = np.random.default_rng(11)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.standard_normal(blob.shape).astype(blob.data.dtype)
+    net.forward(data=rng.standard_normal(net.blobs["data"].shape).astype(np.float32))
+    return net, rng
+
+
+def run_pool_net(monkeypatch, isa, fuse, kernels_mode=None):
+    net, rng = pool_net(monkeypatch, isa, fuse, kernels_mode)
+    dtop = rng.standard_normal(net.blobs["pool5"].shape).astype(np.float32)
+    diffs = {k: v.copy() for k, v in net.backward(pool5=dtop).items()}
+    grads = {f"{n}[{i}]": b.diff.copy() for n, bl in net.params.items() for i, b in enumerate(bl)}
+    blob_diffs = {n: b.diff.copy() for n, b in net.blobs.items()}
+    return net, diffs, grads, blob_diffs
+
+
+@pytest.mark.parametrize("kernels_mode", [None, "reference"])
+def test_pool_applies_the_relu_backward_exactly(monkeypatch, kernels_mode):
+    """Fused and unfused backward give the same diffs bit for bit (zeros compare equal whatever
+    their sign), on every ISA and on the numpy path; the fused ReLUs' backward is skipped."""
+    for isa in ISAS if kernels_mode is None else ISAS[:1]:
+        fused, *on = run_pool_net(monkeypatch, isa, True, kernels_mode)
+        plain, *off = run_pool_net(monkeypatch, isa, False, kernels_mode)
+        layers = fused.layer_dict
+        assert [n for n in ("pool1", "pool2", "pool3", "pool4", "pool5")
+                if layers[n].fused_relu_backward] == ["pool1", "pool3", "pool4"]
+        assert layers["relu4"].backward_fused_into == "pool4"
+        assert layers["pool1"].relu_backward_applied and layers["pool3"].relu_backward_applied
+        assert not plain.layer_dict["pool1"].fused_relu_backward
+        for what, a, b in zip(("input diffs", "param diffs", "blob diffs"), on, off):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{isa}: {what} {k}")
+        assert (on[2]["conv1"] == 0).any() and (on[2]["conv1"] != 0).any()
+
+
+def test_pool_relu_fusion_only_when_the_relu_runs_in_the_range(monkeypatch):
+    """A backward range that ends at the pooling leaves the ReLU's input diff unmasked, as the
+    unfused net does (the ReLU has not run yet)."""
+    isa = ISAS[0]
+    results = []
+    for fuse in (True, False):
+        net, rng = pool_net(monkeypatch, isa, fuse)
+        net.blobs["pool1"].diff[...] = rng.standard_normal(net.blobs["pool1"].shape)
+        net.backward(start="pool1", end="pool1")
+        assert not net.layer_dict["pool1"].relu_backward_applied
+        results.append(net.blobs["conv1"].diff.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert (results[0][net.blobs["conv1"].data <= 0] != 0).any()  # not masked: ReLU not run

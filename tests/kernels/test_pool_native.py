@@ -322,6 +322,31 @@ def test_max_backward_skips_masks_outside_the_plane():
                 assert dx.sum() == inside.sum() and not np.isnan(dx).any()
 
 
+@pytest.mark.parametrize("kernel, stride, slope", [((2, 2), (2, 2), 0.0), ((3, 3), (2, 2), 0.0),
+                                                   ((2, 3), (2, 3), 0.25)])
+def test_max_backward_applies_the_relu_backward_at_the_argmax(kernel, stride, slope):
+    """relu_y: max backward of (ReLU backward at each argmax) equals ReLU backward of max
+    backward (kernels/include/crema/pool.h), on the output of a real ReLU + MAX forward."""
+    shape = (2, 5, 12, 17)
+    g = geometry_for(shape, kernel, (0, 0), stride, True)
+    pre = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    x = np.where(pre > 0, pre, np.float32(slope) * pre)  # the in-place ReLU's output
+    rng = np.random.default_rng(6)
+    dy = rng.standard_normal((2, 5) + g[-2:]).astype(np.float32)
+    y, mask = ref.max_pool_forward(x, kernel, (0, 0), stride, g[-2:])
+    unfused = ref.max_pool_backward(dy, mask, shape)
+    unfused = np.where(x > 0, unfused, np.float32(slope) * unfused)  # the ReLU layer's rule
+    assert (y <= 0).any() and (unfused != 0).any()
+    np.testing.assert_array_equal(ref.max_pool_backward(dy, mask, shape, y, slope), unfused)
+    for isa in ISAS:
+        with isa_cap(isa):
+            dx = np.full(shape, np.nan, np.float32)
+            native.max_pool_backward(dy, mask.astype(np.int32), pg(g), dx, y, slope)
+            np.testing.assert_array_equal(dx, unfused, err_msg=f"{isa} {kernel} {stride}")
+    with pytest.raises(ValueError, match="relu_y has"):
+        native.max_pool_backward(dy, mask.astype(np.int32), pg(g), dx, y[:1].copy(), slope)
+
+
 # -- engine.kernels wrappers and the Pooling layer -----------------------------------------------
 
 def test_wrappers_fall_back_to_the_reference_for_float64():

@@ -16,8 +16,8 @@
 // The forward and data-gradient tables hold Winograd rows (crema/winograd.h) ahead of each ISA's
 // direct rows: they support g where Winograd applies (3x3, stride 1, dilation 1, one group,
 // pad 0..2) and g.algo_* allows it (rule: the fixed per-ISA rule of conv_winograd_preferred for
-// the row's ISA; winograd: always; direct: never). The weight-gradient table holds float32
-// Winograd rows the same way (winograd_backward_weights; no bf16 one).
+// the row's ISA; winograd: always; direct: never). The weight-gradient table holds Winograd
+// rows the same way (winograd_backward_weights; algo_bwd_weights).
 // Every table then holds, per ISA, the few-channel direct row, a GEMM row (im2col / col2im
 // around that ISA's SGEMM: conv_gemm_preferred, a fixed per-ISA rule on how much of the direct
 // kernel's work would be padding) and the blocked direct row. "direct" as a ConvAlgo means "not

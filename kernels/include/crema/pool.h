@@ -15,6 +15,11 @@
 // as forward produces it: a repeated one may keep only one of its gradients);
 // AVE adds dy / divisor to every image element of the window, windows in row-major output
 // order (the reference's order, so results match it bit for bit).
+// MAX backward may also apply the backward of an in-place ReLU that produced x (relu_y: the
+// forward's output y, else nullptr): each dy[i] is taken as y[i] > 0 ? dy[i] : relu_slope * dy[i],
+// the ReLU's rule (eltwise.h) at the argmax, whose ReLU output is y[i]. With disjoint windows, or
+// slope 0, dx then equals ReLU backward after plain MAX backward (up to the sign of zeros), and
+// the ReLU's own pass over x's size is saved.
 // Every entry point parallelizes over the N*C planes (threads.h).
 #pragma once
 #include <cstdint>
@@ -38,7 +43,8 @@ struct PoolGeom {
 const char* pool_geom_error(const PoolGeom& g);
 
 using MaxPoolFwdFn = void (*)(const float* x, const PoolGeom& g, float* y, int32_t* mask);
-using MaxPoolBwdFn = void (*)(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx);
+using MaxPoolBwdFn = void (*)(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx,
+                              const float* relu_y, float relu_slope);
 using AvePoolFwdFn = void (*)(const float* x, const PoolGeom& g, float* y);
 using AvePoolBwdFn = void (*)(const float* dy, const PoolGeom& g, float* dx);
 
@@ -78,7 +84,8 @@ class PoolColumnWindows {
 
 namespace scalar_impl {
 void max_pool_fwd(const float* x, const PoolGeom& g, float* y, int32_t* mask);
-void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx);
+void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx,
+                  const float* relu_y, float relu_slope);
 void ave_pool_fwd(const float* x, const PoolGeom& g, float* y);
 void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx);
 }  // namespace scalar_impl
@@ -93,7 +100,8 @@ CREMA_POOL_ISA_DECLS
 namespace avx512_impl {
 CREMA_POOL_ISA_DECLS
 // Windows that do not overlap only (each argmax at most once per plane): needs a scatter.
-void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx);
+void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx,
+                           const float* relu_y, float relu_slope);
 }  // namespace avx512_impl
 #undef CREMA_POOL_ISA_DECLS
 

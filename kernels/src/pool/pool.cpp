@@ -86,16 +86,19 @@ void max_pool_fwd(const float* x, const PoolGeom& g, float* y, int32_t* mask) {
   });
 }
 
-void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx) {
+void max_pool_bwd(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx,
+                  const float* relu_y, float relu_slope) {
   const int64_t in = g.in_plane(), out = g.out_plane();
   parallel_for(g.planes(), in + out, [&](int64_t p) {
     float* dxp = dx + p * in;
     const float* dyp = dy + p * out;
+    const float* yp = relu_y != nullptr ? relu_y + p * out : nullptr;
     const int32_t* mp = mask + p * out;
     std::memset(dxp, 0, sizeof(float) * static_cast<size_t>(in));
     for (int64_t i = 0; i < out; ++i) {
       const int64_t k = mp[i];
-      if (k >= 0 && k < in) dxp[k] += dyp[i];
+      if (k < 0 || k >= in) continue;
+      dxp[k] += (yp == nullptr || yp[i] > 0.f) ? dyp[i] : relu_slope * dyp[i];
     }
   });
 }

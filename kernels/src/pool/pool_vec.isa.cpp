@@ -278,11 +278,14 @@ void ave_pool_bwd(const float* dy, const PoolGeom& g, float* dx) {
 // so a gather-add-scatter of L argmaxes never has two lanes on one element. Masks outside
 // [0, H*W) are skipped. AVX-512 only: AVX2 has no scatter, and lane-by-lane stores measured no
 // faster than the scalar kernel (memory bound: 7.7 ms both for 8x64x112x112, 2x2 stride 2).
-void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx) {
+void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom& g, float* dx,
+                           const float* relu_y, float relu_slope) {
   const int64_t in = g.in_plane(), out = g.out_plane();
+  const reg slope = V::set1(relu_slope);
   parallel_for(g.planes(), in + out, [&](int64_t p) {
     float* dxp = dx + p * in;
     const float* dyp = dy + p * out;
+    const float* yp = relu_y != nullptr ? relu_y + p * out : nullptr;
     const int32_t* mp = mask + p * out;
     std::memset(dxp, 0, sizeof(float) * static_cast<size_t>(in));
     const ireg limit = V::iset1(in);
@@ -291,7 +294,9 @@ void max_pool_bwd_disjoint(const float* dy, const int32_t* mask, const PoolGeom&
       const ireg m = V::iload_m(mp + i, st);
       const auto valid = V::m_and(st, V::inside(m, limit));
       if (!V::any(valid)) continue;
-      const reg d = V::load_m(dyp + i, st);
+      reg d = V::load_m(dyp + i, st);
+      if (yp != nullptr)  // the ReLU's backward at the argmax (see pool.h)
+        d = V::select(V::gt(V::load_m(yp + i, st), V::zero()), d, V::mul(slope, d));
       V::scatter(dxp, m, valid, V::add(V::gather(dxp, m, valid), d));
     }
   });
