@@ -218,15 +218,17 @@ inline void generic_pack_row(const float* src, int64_t plane, int c_valid, int64
 }
 
 // The alpha input rows and M*run + 2 columns under `run` tiles of tile row (n, ty) starting at
-// tile column tx, every channel block: pack[cb][r][j][16] with row pitch `pitch` columns.
-template <int M>
+// tile column tx, every channel block: pack[cb][r][j][16] with row pitch `pitch` columns and
+// alpha rows per block. Rows < alpha packs only the first Rows of them (the weight gradient's
+// output gradient tiles are M rows high).
+template <int M, int Rows = M + 2>
 void pack_run(const float* x, const WinogradGeom& g, int64_t n, int64_t ty, int64_t tx,
               int64_t run, int64_t pitch, float* pack) {
   constexpr int A = M + 2;
   const int64_t C = g.channels, H = g.height, W = g.width, cbn = g.c_pad() / 16;
   const int64_t iy0 = M * ty - g.pad_h, ix0 = M * tx - g.pad_w, sw = M * run + 2;
   const int64_t xa = std::max<int64_t>(0, ix0), xb = std::min<int64_t>(W, ix0 + sw);
-  const int64_t ya = std::max<int64_t>(0, iy0), yb = std::min<int64_t>(H, iy0 + A);
+  const int64_t ya = std::max<int64_t>(0, iy0), yb = std::min<int64_t>(H, iy0 + Rows);
   // x is read in short row pieces (C x alpha of them, a few cache lines each) that the hardware
   // prefetchers do not foresee; without help the packing waits on memory latency. Each channel
   // block therefore requests the block `kAhead` ahead before packing its own.
@@ -247,7 +249,7 @@ void pack_run(const float* x, const WinogradGeom& g, int64_t n, int64_t ty, int6
     prefetch_block(cb + kAhead);
     const int c_valid = static_cast<int>(std::min<int64_t>(16, C - cb * 16));
     const float* src = x + (n * C + cb * 16) * H * W;
-    for (int r = 0; r < A; ++r) {
+    for (int r = 0; r < Rows; ++r) {
       float* dst = pack + (cb * A + r) * pitch * 16;
       const int64_t iy = iy0 + r;
       if (iy < 0 || iy >= H || xa >= xb) {
@@ -409,8 +411,8 @@ template <int M>
 void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t count,
                     int64_t tb, const WinogradWgradSlot& s) {
   constexpr int A = M + 2;
-  // dy as an "input" (K channels, P x Q, no padding) so pack_run packs its tile rows; only the
-  // first M of the alpha rows it packs are read.
+  // dy as an "input" (K channels, P x Q, no padding), so pack_run packs its tile rows (M of
+  // them: an output tile's).
   WinogradGeom gy = g;
   gy.channels = g.out_channels;
   gy.height = g.out_h();
@@ -425,7 +427,7 @@ void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t 
     const int64_t run = std::min(count - i, std::min(sx0 + seg, tw) - tc.tx);
     const int64_t tag = (tc.n * g.tiles_h() + tc.ty) * nseg + tc.tx / seg;
     if (*s.dy_tag != tag) {
-      pack_run<M>(dy, gy, tc.n, tc.ty, sx0, std::min(seg, tw - sx0), pitch, s.dy_pack);
+      pack_run<M, M>(dy, gy, tc.n, tc.ty, sx0, std::min(seg, tw - sx0), pitch, s.dy_pack);
       *s.dy_tag = tag;
     }
     for (int64_t q = 0; q < run; ++q)
