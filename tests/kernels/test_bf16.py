@@ -408,6 +408,31 @@ def test_winograd_row_matches_reference_on_bf16_transformed_operands(geometry):
     np.testing.assert_array_equal(y, fresh)
 
 
+def test_im2col_rows_give_the_same_result_on_any_thread_count():
+    """The im2col forward and data-gradient rows run each image in its own workspace slot on
+    one thread: the result does not depend on the thread count or on how many slots fit."""
+    import engine
+    geometry = (5, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1, 1)  # LeNet conv2, 5 images
+    n, c, h, w, k = geometry[:5]
+    p, q = kernels.conv_output_hw(geometry)
+    x, wt, bias, dy = _conv_data(geometry)
+    old = engine.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            engine.set_num_threads(threads)
+            y = np.full((n, k, p, q), np.nan, np.float32)
+            dx = np.full((n, c, h, w), np.nan, np.float32)
+            bf16.conv_forward(x, wt, bias, y, geometry, bf16.ConvScratch(), row=CONV_ROWS[1])
+            bf16.conv_backward_data(dy, wt, dx, geometry, bf16.ConvScratch(), row=CONV_ROWS[1])
+            results.append((y, dx))
+    finally:
+        engine.set_num_threads(old)
+    for a, b in zip(*results):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
+
+
 def test_conv_refuses_wrong_sizes():
     geometry = CONV_CASES[0]
     scratch = bf16.ConvScratch()

@@ -102,17 +102,34 @@ int64_t band_rows(const ConvGeom& g) {
 
 int64_t aligned(int64_t floats) { return (floats + 15) / 16 * 16; }
 
+// The im2col rows' workspace: the weights in bf16 (shared), then one slot per thread holding one
+// image's x, band columns, data-gradient columns and dy. The forward and data-gradient rows run
+// each image on one thread in its own slot: a LeNet-sized image's steps are too small to split
+// over threads (LeNet conv2's data gradient took 3.97 ms on one thread and on two with each step
+// split); the steps' own parallel_for then runs on that thread (OpenMP does not nest by default).
 struct Scratch {
   bf16_t* x;      // one image, C x H x W
   bf16_t* col;    // one band: (C*R*S) x (rows*Q)
   float* dcol;    // the band's data gradient columns
   bf16_t* dy;     // one image's output gradient, K x P x Q
-  bf16_t* w;      // the weights in bf16
+  bf16_t* w;      // the weights in bf16 (shared by the slots)
 };
 
-Scratch carve(const ConvGeom& g, float* ws) {
+int64_t im2col_weights_floats(const ConvGeom& g) {
+  return aligned((g.K * g.Cg() * g.R * g.S + 1) / 2);
+}
+
+int64_t im2col_slot_floats(const ConvGeom& g) {
+  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
+  return aligned((g.C * g.H * g.W + 1) / 2) + aligned((band + 1) / 2) + aligned(band) +
+         aligned((g.K * g.P() * g.Q() + 1) / 2);
+}
+
+Scratch carve(const ConvGeom& g, float* ws, int64_t slot) {
   const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
   Scratch s{};
+  s.w = reinterpret_cast<bf16_t*>(ws);
+  ws += im2col_weights_floats(g) + slot * im2col_slot_floats(g);
   s.x = reinterpret_cast<bf16_t*>(ws);
   ws += aligned((g.C * g.H * g.W + 1) / 2);
   s.col = reinterpret_cast<bf16_t*>(ws);
@@ -120,9 +137,14 @@ Scratch carve(const ConvGeom& g, float* ws) {
   s.dcol = ws;
   ws += aligned(band);
   s.dy = reinterpret_cast<bf16_t*>(ws);
-  ws += aligned((g.K * g.P() * g.Q() + 1) / 2);
-  s.w = reinterpret_cast<bf16_t*>(ws);
   return s;
+}
+
+// Slots the workspace holds for a call over g.N images on num_threads() threads.
+int im2col_slots(const ConvGeom& g, int64_t ws_floats) {
+  const int64_t fit = (ws_floats - im2col_weights_floats(g)) / im2col_slot_floats(g);
+  return static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>({static_cast<int64_t>(num_threads()), fit, g.N})));
 }
 
 // Output columns q whose input column q*sw - pw + s*dw lies inside [0, W): [lo, hi).
@@ -181,17 +203,18 @@ void col2im_band_add(const float* dcol, const ConvGeom& g, int64_t p0, int64_t r
 }
 
 int64_t ws_im2col(const ConvGeom& g) {
-  const int64_t band = g.C * g.R * g.S * band_rows(g) * g.Q();
-  return aligned((g.C * g.H * g.W + 1) / 2) + aligned((band + 1) / 2) + aligned(band) +
-         aligned((g.K * g.P() * g.Q() + 1) / 2) + aligned((g.K * g.Cg() * g.R * g.S + 1) / 2);
+  return im2col_weights_floats(g) + im2col_slot_floats(g) * num_threads();
+}
+int64_t min_ws_im2col(const ConvGeom& g) {
+  return im2col_weights_floats(g) + im2col_slot_floats(g);
 }
 
 void conv_fwd_im2col(const float* x, const float* w, const float* bias, float* y,
                      const ConvGeom& g, const ConvScratch& ws, bool relu, float slope) {
-  const Scratch s = carve(g, ws.ws);
   const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
-  to_bf16(w, s.w, g.K * crs);
-  for (int64_t n = 0; n < g.N; ++n) {
+  to_bf16(w, carve(g, ws.ws, 0).w, g.K * crs);
+  parallel_for_indexed(g.N, g.K * crs * PQ, im2col_slots(g, ws.ws_floats), [&](int64_t n, int t) {
+    const Scratch s = carve(g, ws.ws, t);
     to_bf16(x + n * g.C * g.H * g.W, s.x, g.C * g.H * g.W);
     float* yn = y + n * g.K * PQ;
     for (int64_t p0 = 0; p0 < P; p0 += band) {
@@ -210,15 +233,15 @@ void conv_fwd_im2col(const float* x, const float* w, const float* bias, float* y
           row[i] = relu ? std::max(v, 0.0f) + slope * std::min(v, 0.0f) : v;
         }
       });
-  }
+  });
 }
 
 void conv_bwd_data_im2col(const float* dy, const float* w, float* dx, const ConvGeom& g,
                           const ConvScratch& ws) {
-  const Scratch s = carve(g, ws.ws);
   const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
-  to_bf16(w, s.w, g.K * crs);
-  for (int64_t n = 0; n < g.N; ++n) {
+  to_bf16(w, carve(g, ws.ws, 0).w, g.K * crs);
+  parallel_for_indexed(g.N, g.K * crs * PQ, im2col_slots(g, ws.ws_floats), [&](int64_t n, int t) {
+    const Scratch s = carve(g, ws.ws, t);
     to_bf16(dy + n * g.K * PQ, s.dy, g.K * PQ);
     float* dxn = dx + n * g.C * g.H * g.W;
     std::memset(dxn, 0, g.C * g.H * g.W * sizeof(float));
@@ -229,12 +252,13 @@ void conv_bwd_data_im2col(const float* dy, const float* w, float* dx, const Conv
                    s.dy + gi * g.Kg() * PQ + p0 * Q, PQ, 0.0f, s.dcol + gi * crs * nb, nb});
       col2im_band_add(s.dcol, g, p0, rows, dxn);
     }
-  }
+  });
 }
 
+// The weight gradient sums over images into dw: one slot, the steps split over the threads.
 void conv_bwd_weights_im2col(const float* x, const float* dy, float* dw, float* db,
                              const ConvGeom& g, const ConvScratch& ws) {
-  const Scratch s = carve(g, ws.ws);
+  const Scratch s = carve(g, ws.ws, 0);
   const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, crs = g.Cg() * g.R * g.S, band = band_rows(g);
   for (int64_t n = 0; n < g.N; ++n) {
     const float* dyn = dy + n * g.K * PQ;
@@ -288,7 +312,8 @@ const ConvKernel<ConvFwdFn> kConvFwdRows[] = {
      avx512_bf16_impl::bf16_conv_fwd_direct, avx512_bf16_impl::ws_fwd_direct,
      avx512_bf16_impl::cache_fwd_direct},
 #endif
-    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_fwd_im2col, ws_im2col},
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_fwd_im2col, ws_im2col, nullptr,
+     min_ws_im2col},
 };
 constexpr KernelTable<ConvGeom, ConvFwdFn> kConvFwdTable(kConvFwdRows);
 
@@ -306,12 +331,13 @@ const ConvKernel<ConvBwdDataFn> kConvBwdDataRows[] = {
      avx512_bf16_impl::conv_bwd_data_winograd, winograd_row_workspace<ConvPass::bwd_data>,
      winograd_row_cache<ConvPass::bwd_data>, winograd_row_min_workspace<ConvPass::bwd_data>},
     {"bf16conv_gemm_rule", Isa::avx512_bf16, gemm_bwd_data_preferred, conv_bwd_data_im2col,
-     ws_im2col},
+     ws_im2col, nullptr, min_ws_im2col},
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_data_supports,
      avx512_bf16_impl::bf16_conv_bwd_data_direct, avx512_bf16_impl::ws_bwd_data_direct,
      avx512_bf16_impl::cache_bwd_data_direct},
 #endif
-    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_data_im2col, ws_im2col},
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_data_im2col, ws_im2col, nullptr,
+     min_ws_im2col},
 };
 constexpr KernelTable<ConvGeom, ConvBwdDataFn> kConvBwdDataTable(kConvBwdDataRows);
 
@@ -324,7 +350,7 @@ const ConvKernel<ConvBwdWeightsFn> kConvBwdWeightsRows[] = {
     {"bf16conv_direct_avx512_bf16", Isa::avx512_bf16, direct_bwd_weights_supports,
      avx512_bf16_impl::bf16_conv_bwd_weights_direct, avx512_bf16_impl::ws_bwd_weights_direct},
 #endif
-    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_weights_im2col, ws_im2col},
+    {"bf16conv_im2col_gemm", Isa::scalar, any_conv, conv_bwd_weights_im2col, min_ws_im2col},
 };
 constexpr KernelTable<ConvGeom, ConvBwdWeightsFn> kConvBwdWeightsTable(kConvBwdWeightsRows);
 
