@@ -181,8 +181,9 @@ void winograd_backward_data(const float* dy, const float* w, const WinogradGeom&
 // db (K) += the sum of dy over n, p, q, from x and dy (N x K x P x Q). workspace: at least
 // winograd_wgrad_workspace_floats(g, 1) floats (one slot per thread that fits; a slot holds the
 // thread's running sums, alpha^2 x Kpad x Cpad floats, so the row rule keeps this to layers whose
-// sums stay a few MB). The sums over tiles run in blocks (winograd_wgrad_tile_block, at least 64
-// tiles), each block's GEMM from zero; with bf16 operands V and E are rounded to bf16.
+// sums stay a few MB, and winograd_wgrad_workspace_floats(g, threads) stops at 256 MB of slots).
+// The sums over tiles run in blocks (winograd_wgrad_tile_block, at least 64 tiles), each block's
+// GEMM from zero; with bf16 operands V and E are rounded to bf16.
 int64_t winograd_wgrad_workspace_floats(const WinogradGeom& g, int threads);
 void winograd_backward_weights(const float* x, const float* dy, const WinogradGeom& g, float* dw,
                                float* db, float* workspace, int64_t workspace_floats);

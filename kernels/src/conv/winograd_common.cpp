@@ -308,9 +308,13 @@ void run_wgrad(const WinogradOps* ops, const float* x, const float* dy, const Wi
 int64_t winograd_wgrad_workspace_floats(const WinogradGeom& g, int threads) {
   WgradLayout W{};
   int64_t slots = 0, total = 0;
-  if (threads < 1 || !wgrad_layout(g, &W) || !mul(&slots, {W.slot, threads}) ||
-      !add(&total, {16, slots}))
-    return -1;
+  if (threads < 1 || !wgrad_layout(g, &W)) return -1;
+  // A slot holds a thread's sums (4.7 MB at 128 channels): on many cores the slots stop at
+  // kWgradBudget floats and the call runs on that many threads (run_wgrad fits them to the
+  // workspace), so a layer's workspace stays bounded.
+  constexpr int64_t kWgradBudget = int64_t{1} << 26;  // 256 MB
+  const int64_t n = std::min<int64_t>(threads, std::max<int64_t>(1, kWgradBudget / W.slot));
+  if (!mul(&slots, {W.slot, n}) || !add(&total, {16, slots})) return -1;
   return total;
 }
 
