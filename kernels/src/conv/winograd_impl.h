@@ -286,26 +286,43 @@ inline __attribute__((always_inline)) void input_tile(const float* src, int64_t 
   }
 }
 
-// wgrad: V in the weight gradient's operand layout (store_wgrad_operand) instead of the forward's.
-template <int M, bool wgrad = false>
-void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t count,
-                     int64_t tb, const WinogradSlot& s) {
-  constexpr int A = M + 2;
-  const int64_t cpad = g.c_pad(), cbn = cpad / 16, tw = g.tiles_w();
+// Tiles [t0, t0 + count) of g run by run (consecutive tiles of one segment of a tile row): the
+// segment's Rows rows of src (sized by gs) are packed into pack unless *pack_tag says they are
+// there, then body(i, col, run) handles block tiles i .. i + run - 1, the first at packed
+// column M * col.
+template <int M, int Rows, class Body>
+inline void for_each_packed_run(const float* src, const WinogradGeom& gs, const WinogradGeom& g,
+                                int64_t t0, int64_t count, float* pack, int64_t* pack_tag,
+                                const Body& body) {
+  const int64_t tw = g.tiles_w();
   const int64_t seg = winograd_pack_tiles(g), nseg = (tw + seg - 1) / seg;
-  const int64_t pitch = winograd_pack_pitch(g), vs = winograd_v_stride(g, tb);
   for (int64_t i = 0; i < count;) {
     const TileCoord tc = tile_coord(g, t0 + i);
     const int64_t sx0 = tc.tx / seg * seg;
     const int64_t run = std::min(count - i, std::min(sx0 + seg, tw) - tc.tx);
     const int64_t tag = (tc.n * g.tiles_h() + tc.ty) * nseg + tc.tx / seg;
-    if (*s.pack_tag != tag) {
-      pack_run<M>(x, g, tc.n, tc.ty, sx0, std::min(seg, tw - sx0), pitch, s.pack);
-      *s.pack_tag = tag;
+    if (*pack_tag != tag) {
+      pack_run<M, Rows>(src, gs, tc.n, tc.ty, sx0, std::min(seg, tw - sx0),
+                        winograd_pack_pitch(g), pack);
+      *pack_tag = tag;
     }
+    body(i, tc.tx - sx0, run);
+    i += run;
+  }
+}
+
+// wgrad: V in the weight gradient's operand layout (store_wgrad_operand) instead of the forward's.
+template <int M, bool wgrad = false>
+void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t count,
+                     int64_t tb, const WinogradSlot& s) {
+  constexpr int A = M + 2;
+  const int64_t cpad = g.c_pad(), cbn = cpad / 16;
+  const int64_t pitch = winograd_pack_pitch(g), vs = winograd_v_stride(g, tb);
+  for_each_packed_run<M, A>(x, g, g, t0, count, s.pack, s.pack_tag,
+                            [&](int64_t i, int64_t col, int64_t run) {
     for (int64_t q = 0; q < run; ++q)
       for (int64_t cb = 0; cb < cbn; ++cb) {
-        const float* src = s.pack + (cb * A * pitch + M * (tc.tx - sx0 + q)) * 16;
+        const float* src = s.pack + (cb * A * pitch + M * (col + q)) * 16;
         const int64_t t = i + q;
         if constexpr (wgrad)
           input_tile<M>(src, pitch * 16, [&](int p, V v) {
@@ -316,8 +333,7 @@ void input_transform(const float* x, const WinogradGeom& g, int64_t t0, int64_t 
             store_v(s.v + p * vs, t * cpad + cb * 16, v);
           });
       }
-    i += run;
-  }
+  });
 }
 
 // ---- output transform: y = A^T M A + bias, clipped, into NCHW --------------------------------
@@ -418,30 +434,22 @@ void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t 
   gy.height = g.out_h();
   gy.width = g.out_w();
   gy.pad_h = gy.pad_w = 0;
-  const int64_t kpad = g.k_pad(), kbn = kpad / 16, tw = g.tiles_w();
-  const int64_t seg = winograd_pack_tiles(g), nseg = (tw + seg - 1) / seg;
+  const int64_t kpad = g.k_pad(), kbn = kpad / 16;
   const int64_t pitch = winograd_pack_pitch(g), ms = winograd_m_stride(g, tb);
-  for (int64_t i = 0; i < count;) {
-    const TileCoord tc = tile_coord(g, t0 + i);
-    const int64_t sx0 = tc.tx / seg * seg;
-    const int64_t run = std::min(count - i, std::min(sx0 + seg, tw) - tc.tx);
-    const int64_t tag = (tc.n * g.tiles_h() + tc.ty) * nseg + tc.tx / seg;
-    if (*s.dy_tag != tag) {
-      pack_run<M, M>(dy, gy, tc.n, tc.ty, sx0, std::min(seg, tw - sx0), pitch, s.dy_pack);
-      *s.dy_tag = tag;
-    }
+  for_each_packed_run<M, M>(dy, gy, g, t0, count, s.dy_pack, s.dy_tag,
+                            [&](int64_t i, int64_t col, int64_t run) {
     for (int64_t q = 0; q < run; ++q)
       for (int64_t kb = 0; kb < kbn; ++kb) {
-        const float* src = s.dy_pack + (kb * A * pitch + M * (tc.tx - sx0 + q)) * 16;
+        const float* src = s.dy_pack + (kb * A * pitch + M * (col + q)) * 16;
         V sum = Ops::zero();
         V e[A][M];  // e[a][j] = (A d)[a][j]
         for (int j = 0; j < M; ++j) {
-          V col[M], o[A];
+          V d[M], o[A];  // column j of the tile
           for (int r = 0; r < M; ++r) {
-            col[r] = Ops::load(src + (r * pitch + j) * 16);
-            sum = Ops::add(sum, col[r]);
+            d[r] = Ops::load(src + (r * pitch + j) * 16);
+            sum = Ops::add(sum, d[r]);
           }
-          apply_t(Mats<M>::at, col, o);
+          apply_t(Mats<M>::at, d, o);
           for (int a = 0; a < A; ++a) e[a][j] = o[a];
         }
         for (int a = 0; a < A; ++a) {
@@ -452,8 +460,7 @@ void grad_transform(const float* dy, const WinogradGeom& g, int64_t t0, int64_t 
         }
         Ops::store(s.db + kb * 16, Ops::add(Ops::load(s.db + kb * 16), sum));
       }
-    i += run;
-  }
+  });
 }
 
 template <int M>
