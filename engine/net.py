@@ -298,7 +298,8 @@ class Net:
         value) runs the ReLU in its kernel's epilogue; the ReLU's forward is then skipped (its
         backward stays: it reads the top's sign, which the fused output has too). Marked layers:
         conv.fused_relu = True, conv.fused_relu_layer = the ReLU's name, relu.fused_into = the
-        convolution's name. CREMA_FUSE=0 turns fusion off (read when the net is built)."""
+        convolution's name. The backward pass has its own fusion, in-place ReLU + MAX pooling
+        (_mark_pool_relu_fusions). CREMA_FUSE=0 turns both off (read when the net is built)."""
         self._fused_relu = {}  # conv index -> negative_slope of the ReLU at index + 1
         self._pool_relu = {}  # MAX pooling index -> negative_slope of the ReLU at index - 1
         if os.environ.get("CREMA_FUSE", "1") == "0":
