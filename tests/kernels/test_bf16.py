@@ -433,6 +433,49 @@ def test_im2col_rows_give_the_same_result_on_any_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+BANDED_WGRAD_CASES = [
+    # N, C, H, W, K, R, S, ph, pw, sh, sw, dh, dw, G
+    (2, 3, 50, 200, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1),  # wide rows: bands of rows, a short last one
+    (2, 5, 41, 300, 64, 3, 3, 2, 1, 2, 1, 2, 1, 1),  # row stride and dilation across bands
+    (17, 3, 8, 8, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1),   # small images: bands of whole images
+]
+
+
+@pytest.mark.parametrize("geometry", BANDED_WGRAD_CASES)
+def test_direct_weight_gradient_bands_match_reference_on_any_thread_count(geometry):
+    """The direct row's weight gradient converts and uses its operands band by band (rows of an
+    image, or whole small images, a partial last band): the reference on bf16 operands, the
+    float32 bias gradient, and bit-identical results on 1 and 2 threads."""
+    import engine
+    _row_or_skip("bwd_weights", CONV_ROWS[0])
+    n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
+    x, _, _, dy = _conv_data(geometry)
+    def bwd_weights(xx, dd):
+        out = np.zeros((k, c // g, r, s))
+        kernels.conv_backward_weights(xx, dd, out, None, geometry)
+        return out
+    want = bwd_weights(_bf16_f64(x), _bf16_f64(dy))
+    bound = 2 * (n * dy.shape[2] * dy.shape[3]) * EPS32 * bwd_weights(
+        np.abs(_bf16_f64(x)), np.abs(_bf16_f64(dy))) + 1e-30
+    old = engine.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            engine.set_num_threads(threads)
+            dwt, db = np.zeros((k, c // g, r, s), np.float32), np.zeros(k, np.float32)
+            bf16.conv_backward_weights(x, dy, dwt, db, geometry, bf16.ConvScratch(),
+                                       row=CONV_ROWS[0])
+            results.append((dwt, db))
+    finally:
+        engine.set_num_threads(old)
+    dwt, db = results[0]
+    assert np.all(np.abs(dwt - want) <= bound)
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5,
+                               atol=1e-4)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_conv_refuses_wrong_sizes():
     geometry = CONV_CASES[0]
     scratch = bf16.ConvScratch()

@@ -345,88 +345,102 @@ void forward_form(const Desc& d, const float* x, const float* w, bool transpose,
 // ---- weight gradient (sw == 1) ------------------------------------------------------------------
 // dwb[g][kb][tap][ko] += sum over output pixel pairs (q, q+1) of
 //   x(row + r*dh, q + s*dw)[c] * dy(q)[ko] + x(row + r*dh, q + 1 + s*dw)[c] * dy(q + 1)[ko]
-// with tap = (c*R + r)*S + s (Caffe's order within a weight row). x: zero-bordered bf16 planes
-// [nl][G*Ci][Hp][Wx], Wx = Wp + 1 so that the odd last pair's second column exists (it meets
-// the zero of dy's padded pixel); dy: [nl][g][kb][P][Qh][16 ko][2], Qh = ceil(Q/2).
+// with tap = (c*R + r)*S + s (Caffe's order within a weight row).
+// The passes run band by band: a band is `rows` output rows of one image, or `nb` whole images
+// where an image is small. Each band's operands are converted to bf16 and then used while they
+// are still in L2 (converting whole images first sent them to memory and back: the first layer
+// at 224 x 224 spent two thirds of its weight gradient there). Band buffers: x as zero-bordered
+// bf16 planes [nl][G*Ci][hin][Wx], Wx = Wp + 1 so that the odd last pair's second column exists
+// (it meets the zero of dy's padded pixel); dy as [nl][g][kb][rows][Qh][16 ko][2], Qh = ceil(Q/2).
+// The bias gradient is summed from the float32 dy as it is converted: per (image, row) partial
+// sums, added in a fixed order, so the result does not depend on the thread count.
+
+// bf16 elements of x + dy per band: the band is used from L2 (1-2 MB per core on current CPUs).
+constexpr int64_t kBandElems = int64_t{1} << 18;  // 512 KB
 
 struct BwwDesc {
   Desc d;
-  int64_t Wx, Qh, taps, taps_pad, nb;
-  int64_t x_img() const { return d.G * d.Ci * d.Hp() * Wx; }
-  int64_t dy_img() const { return d.G * d.OBn() * d.P * Qh * 2 * L; }
+  int64_t Wx, Qh, taps, taps_pad;
+  int64_t rows, hin, nb;  // output rows, padded input rows and images per band
+  int64_t x_img() const { return d.G * d.Ci * hin * Wx; }
+  int64_t dy_img() const { return d.G * d.OBn() * rows * Qh * 2 * L; }
+  int64_t row_items() const { return d.G * d.OBn() * rows; }  // dy rows per image of a band
 };
 
 BwwDesc bww_desc(const ConvGeom& g) {
   BwwDesc z;
   z.d = forward_desc(g);
-  z.Wx = z.d.Wp() + 1;
-  z.Qh = ceil_div(z.d.Q, 2);
-  z.taps = z.d.Ci * z.d.R * z.d.S;
+  const Desc& d = z.d;
+  z.Wx = d.Wp() + 1;
+  z.Qh = ceil_div(d.Q, 2);
+  z.taps = d.Ci * d.R * d.S;
   z.taps_pad = round_up(z.taps, kTT);
-  z.nb = std::max<int64_t>(1, std::min<int64_t>(z.d.N, kChunkElems / (z.x_img() + z.dy_img())));
+  const int64_t in_row = d.G * d.Ci * z.Wx, out_row = d.G * d.OBn() * z.Qh * 2 * L;
+  const int64_t halo = (d.R - 1) * d.dh + 1 - d.sh;  // input rows beyond rows * sh
+  z.rows = std::clamp<int64_t>((kBandElems - halo * in_row) / (d.sh * in_row + out_row), 1, d.P);
+  z.hin = (z.rows - 1) * d.sh + (d.R - 1) * d.dh + 1;
+  z.nb = z.rows < d.P ? 1
+                      : std::max<int64_t>(1, std::min<int64_t>(
+                                                 d.N, kBandElems / (z.x_img() + z.dy_img())));
   return z;
 }
 
 int64_t ws_bww(const BwwDesc& z) {
   return kAlignSlack + floats_of_bf16(z.nb * z.x_img()) + floats_of_bf16(z.nb * z.dy_img()) +
-         round_up(z.d.G * z.d.OBn() * z.taps_pad * L, 16);
+         round_up(z.d.G * z.d.OBn() * z.taps_pad * L, 16) +   // dwb
+         round_up(z.nb * z.row_items() * L, 16) +             // the band's bias partials
+         round_up(z.d.G * z.d.OBn() * L, 16);                  // the bias sums
 }
 
-// NCHW float32 planes (nplanes of H x W) into zero-bordered bf16 planes of Hp x Wx.
-void to_padded(const float* src, int64_t nplanes, int64_t H, int64_t W, int64_t Hp, int64_t Wx,
-               int64_t ph, int64_t pw, uint16_t* dst) {
+// Rows [hp0, hp0 + hn) of the zero-bordered planes of Hp x Wx made from NCHW float32 planes of
+// H x W (pad ph, pw): one padded row of one plane per call, dst at the band buffer's row.
+void to_padded_row(const float* plane, int64_t hp, int64_t H, int64_t W, int64_t Wx, int64_t ph,
+                   int64_t pw, uint16_t* dst) {
   const int64_t wlo = std::clamp<int64_t>(pw, 0, Wx), whi = std::clamp<int64_t>(pw + W, wlo, Wx);
-  loop(nplanes * Hp, [&](int64_t item) {
-    const int64_t hp = item % Hp, plane = item / Hp;
-    uint16_t* d = dst + item * Wx;
-    const int64_t h = hp - ph;
-    if (h < 0 || h >= H) {
-      std::memset(d, 0, sizeof(uint16_t) * Wx);
-      return;
-    }
-    std::memset(d, 0, sizeof(uint16_t) * wlo);
-    std::memset(d + whi, 0, sizeof(uint16_t) * (Wx - whi));
-    const float* s = src + (plane * H + h) * W + (wlo - pw);
-    for (int64_t i = 0; i < whi - wlo; i += L) {
-      const int m = static_cast<int>(std::min<int64_t>(L, whi - wlo - i));
-      _mm256_mask_storeu_epi16(d + wlo + i, static_cast<__mmask16>((1u << m) - 1u),
-                               to_bf16x16(V::maskz_loadu(s + i, m)));
-    }
-  });
+  const int64_t h = hp - ph;
+  if (h < 0 || h >= H) {
+    std::memset(dst, 0, sizeof(uint16_t) * Wx);
+    return;
+  }
+  std::memset(dst, 0, sizeof(uint16_t) * wlo);
+  std::memset(dst + whi, 0, sizeof(uint16_t) * (Wx - whi));
+  const float* s = plane + h * W + (wlo - pw);
+  for (int64_t i = 0; i < whi - wlo; i += L) {
+    const int m = static_cast<int>(std::min<int64_t>(L, whi - wlo - i));
+    _mm256_mask_storeu_epi16(dst + wlo + i, static_cast<__mmask16>((1u << m) - 1u),
+                             to_bf16x16(V::maskz_loadu(s + i, m)));
+  }
 }
 
-// dy NCHW float32 (nb images, G*Co channels of P x Q) into [nl][g][kb][P][Qh][16][2].
-void to_pixel_pairs(const float* src, int64_t nb, int64_t G, int64_t Co, int64_t P, int64_t Q,
-                    uint16_t* dst) {
-  const int64_t KB = ceil_div(Co, L), Qh = ceil_div(Q, 2), plane = P * Q;
-  loop(nb * G * KB * P, [&](int64_t item) {
-    const int64_t p = item % P, blk = item / P;  // (nl * G + g) * KB + kb
-    const int64_t kb = blk % KB, ng = blk / KB;
-    const int64_t kn = std::min<int64_t>(L, Co - kb * L);
-    const float* s0 = src + (ng * Co + kb * L) * plane + p * Q;
-    uint16_t* d = dst + item * Qh * 2 * L;
-    reg t[L];
-    for (int64_t q0 = 0; q0 < Q; q0 += 2 * L) {  // 32 pixels: 16 pairs
-      const int64_t left = Q - q0;
-      const int m0 = static_cast<int>(std::min<int64_t>(L, left));
-      const int m1 = static_cast<int>(std::clamp<int64_t>(left - L, 0, L));
-      for (int i = 0; i < L; ++i) {
-        if (i >= kn) {
-          t[i] = V::zero();
-          continue;
-        }
-        const float* s = s0 + i * plane + q0;
-        const reg lo = m0 == L ? V::loadu(s) : V::maskz_loadu(s, m0);
-        const reg hi = m1 == L ? V::loadu(s + L) : V::maskz_loadu(s + L, m1);
-        const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);  // word j = pixels 2j, 2j+1 of channel i
-        t[i] = _mm512_castsi512_ps(reinterpret_cast<const __m512i&>(h));
+// One row of dy (kn <= 16 channels from s0, channel stride `plane`, Q pixels) into [Qh][16][2];
+// dbp[i] = the float32 sum of channel i's row (0 for i >= kn).
+void to_pixel_pairs_row(const float* s0, int64_t plane, int64_t kn, int64_t Q, uint16_t* d,
+                        float* dbp) {
+  const int64_t Qh = ceil_div(Q, 2);
+  reg t[L], sum[L];
+  for (int i = 0; i < L; ++i) sum[i] = V::zero();
+  for (int64_t q0 = 0; q0 < Q; q0 += 2 * L) {  // 32 pixels: 16 pairs
+    const int64_t left = Q - q0;
+    const int m0 = static_cast<int>(std::min<int64_t>(L, left));
+    const int m1 = static_cast<int>(std::clamp<int64_t>(left - L, 0, L));
+    for (int i = 0; i < L; ++i) {
+      if (i >= kn) {
+        t[i] = V::zero();
+        continue;
       }
-      V::transpose(t);  // t[j]: pair j, word i = channel i
-      const int64_t pairs = std::min<int64_t>(L, Qh - q0 / 2);
-      for (int64_t j = 0; j < pairs; ++j)
-        V::store(reinterpret_cast<float*>(d + (q0 / 2 + j) * 2 * L), t[j]);
+      const float* s = s0 + i * plane + q0;
+      const reg lo = m0 == L ? V::loadu(s) : V::maskz_loadu(s, m0);
+      const reg hi = m1 == L ? V::loadu(s + L) : V::maskz_loadu(s + L, m1);
+      sum[i] = V::add(sum[i], V::add(lo, hi));
+      const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);  // word j = pixels 2j, 2j+1 of channel i
+      t[i] = _mm512_castsi512_ps(reinterpret_cast<const __m512i&>(h));
     }
-  });
+    V::transpose(t);  // t[j]: pair j, word i = channel i
+    const int64_t pairs = std::min<int64_t>(L, Qh - q0 / 2);
+    for (int64_t j = 0; j < pairs; ++j)
+      V::store(reinterpret_cast<float*>(d + (q0 / 2 + j) * 2 * L), t[j]);
+  }
+  for (int i = 0; i < L; ++i) dbp[i] = i < kn ? V::hsum(sum[i]) : 0.f;
 }
 
 struct BwwTile {
@@ -499,56 +513,93 @@ void bww(const ConvGeom& g, const float* x, const float* dy, float* dw, float* d
   uint16_t* xp = cv.take_bf16(z.nb * z.x_img());
   uint16_t* dyp = cv.take_bf16(z.nb * z.dy_img());
   float* dwb = cv.take(d.G * d.OBn() * z.taps_pad * L);
-  const int64_t KB = d.OBn(), KS = ceil_div(KB, kKJ), Hp = d.Hp(), P = d.P, Q = d.Q;
-  const int64_t RS = d.R * d.S, plane = Hp * z.Wx;
+  float* dbp = cv.take(z.nb * z.row_items() * L);
+  float* dbs = cv.take(d.G * d.OBn() * L);
+  const int64_t KB = d.OBn(), KS = ceil_div(KB, kKJ), P = d.P, Q = d.Q;
+  const int64_t RS = d.R * d.S, plane = z.hin * z.Wx, PQ = P * Q;
+  const int64_t in_planes = d.G * d.Ci;
   // Work items: (group, set of kKJ output blocks, channel group); the channel group's taps are
-  // done in tiles of kTT against each band of output rows while that band of dy is in L1.
+  // done in tiles of kTT against each sub-band of output rows while that part of dy is in L1.
   const int64_t cgs = std::max<int64_t>(1, std::min<int64_t>(d.Ci, 16));
   const int64_t CGn = ceil_div(d.Ci, cgs);
   const int64_t rows_per = std::max<int64_t>(1, 64 / z.Qh);
-  loop(d.G * KB * z.taps_pad * L / 16, [&](int64_t i) {
-    std::memset(dwb + i * 16, 0, sizeof(float) * 16);
+  loop(KB * z.taps_pad + KB, [&](int64_t i) {
+    if (i < KB * z.taps_pad) {
+      std::memset(dwb + i * d.G * L, 0, sizeof(float) * d.G * L);
+    } else {
+      std::memset(dbs + (i - KB * z.taps_pad) * d.G * L, 0, sizeof(float) * d.G * L);
+    }
   });
   for (int64_t n0 = 0; n0 < d.N; n0 += z.nb) {
     const int64_t nb = std::min(z.nb, d.N - n0);
-    to_padded(x + n0 * d.G * d.Ci * d.H * d.W, nb * d.G * d.Ci, d.H, d.W, Hp, z.Wx, d.ph, d.pw,
-              xp);
-    to_pixel_pairs(dy + n0 * d.G * d.Co * P * Q, nb, d.G, d.Co, P, Q, dyp);
-    loop(d.G * KS * CGn, [&](int64_t item) {
-      const int64_t cgi = item % CGn, rest = item / CGn;
-      const int64_t ks = rest % KS, g_ = rest / KS;
-      const int64_t kb0 = ks * kKJ;
-      const int kj = static_cast<int>(std::min<int64_t>(kKJ, KB - kb0));
-      const int64_t t_begin = cgi * cgs * RS, t_end = std::min(z.taps, (cgi + 1) * cgs * RS);
-      BwwTile a;
-      a.xrow = d.sh * z.Wx;
-      a.dykbs = P * z.Qh * 2 * L;
-      a.Qh = z.Qh;
-      a.dwjs = z.taps_pad * L;
-      a.ximg = d.G * d.Ci * plane;
-      a.dyimg = d.G * KB * P * z.Qh * 2 * L;
-      // Planes that fit one band: the tile runs over every image of the chunk at once.
-      a.images = P <= rows_per ? nb : 1;
-      for (int64_t nl = 0; nl < nb; nl += a.images) {
-        const uint16_t* xg = xp + (nl * d.G + g_) * d.Ci * plane;
-        const uint16_t* dyg = dyp + ((nl * d.G + g_) * KB + kb0) * P * z.Qh * 2 * L;
-        for (int64_t oh0 = 0; oh0 < P; oh0 += rows_per) {
-          a.rows = std::min(rows_per, P - oh0);
-          a.dy = dyg + oh0 * z.Qh * 2 * L;
-          for (int64_t t0 = t_begin; t0 < t_end; t0 += kTT) {
-            const int tt = static_cast<int>(std::min<int64_t>(kTT, t_end - t0));
-            for (int t = 0; t < tt; ++t) {
-              const int64_t tap = t0 + t, c = tap / RS, r = tap % RS / d.S, s = tap % d.S;
-              a.x[t] = xg + c * plane + (oh0 * d.sh + r * d.dh) * z.Wx + s * d.dw;
+    for (int64_t p0 = 0; p0 < P; p0 += z.rows) {
+      const int64_t rows = std::min(z.rows, P - p0);
+      const int64_t hin = (rows - 1) * d.sh + (d.R - 1) * d.dh + 1;
+      // Convert the band: x rows, then dy rows (each dy row also gives its bias partials).
+      const int64_t x_rows = nb * in_planes * z.hin, dy_items = nb * d.G * KB * rows;
+      loop(x_rows + dy_items, [&](int64_t item) {
+        if (item < x_rows) {
+          const int64_t hl = item % z.hin, pl = item / z.hin;  // pl = nl * in_planes + plane
+          if (hl >= hin) return;
+          const int64_t nl = pl / in_planes, c = pl % in_planes;
+          to_padded_row(x + ((n0 + nl) * in_planes + c) * d.H * d.W, p0 * d.sh + hl, d.H, d.W,
+                        z.Wx, d.ph, d.pw, xp + item * z.Wx);
+          return;
+        }
+        item -= x_rows;
+        const int64_t pl = item % rows, blk = item / rows;  // blk = (nl * G + g) * KB + kb
+        const int64_t kb = blk % KB, ng = blk / KB;
+        to_pixel_pairs_row(dy + ((n0 * d.G + ng) * d.Co + kb * L) * PQ + (p0 + pl) * Q, PQ,
+                           std::min<int64_t>(L, d.Co - kb * L), Q,
+                           dyp + (blk * z.rows + pl) * z.Qh * 2 * L,
+                           dbp + (blk * z.rows + pl) * L);
+      });
+      loop(d.G * KS * CGn, [&](int64_t item) {
+        const int64_t cgi = item % CGn, rest = item / CGn;
+        const int64_t ks = rest % KS, g_ = rest / KS;
+        const int64_t kb0 = ks * kKJ;
+        const int kj = static_cast<int>(std::min<int64_t>(kKJ, KB - kb0));
+        if (cgi == 0) {  // this item's output blocks' bias sums, in a fixed order
+          for (int64_t nl = 0; nl < nb; ++nl)
+            for (int64_t j = 0; j < kj; ++j) {
+              const int64_t blk = (nl * d.G + g_) * KB + kb0 + j;
+              reg acc = V::load(dbs + (g_ * KB + kb0 + j) * L);
+              for (int64_t pl = 0; pl < rows; ++pl)
+                acc = V::add(acc, V::load(dbp + (blk * z.rows + pl) * L));
+              V::store(dbs + (g_ * KB + kb0 + j) * L, acc);
             }
-            a.dw = dwb + ((g_ * KB + kb0) * z.taps_pad + t0) * L;
-            bww_fn(kj, tt)(a);
+        }
+        const int64_t t_begin = cgi * cgs * RS, t_end = std::min(z.taps, (cgi + 1) * cgs * RS);
+        BwwTile a;
+        a.xrow = d.sh * z.Wx;
+        a.dykbs = z.rows * z.Qh * 2 * L;
+        a.Qh = z.Qh;
+        a.dwjs = z.taps_pad * L;
+        a.ximg = z.x_img();
+        a.dyimg = z.dy_img();
+        // Planes that fit one sub-band: the tile runs over every image of the band at once.
+        a.images = rows <= rows_per ? nb : 1;
+        for (int64_t nl = 0; nl < nb; nl += a.images) {
+          const uint16_t* xg = xp + (nl * d.G + g_) * d.Ci * plane;
+          const uint16_t* dyg = dyp + ((nl * d.G + g_) * KB + kb0) * z.rows * z.Qh * 2 * L;
+          for (int64_t oh0 = 0; oh0 < rows; oh0 += rows_per) {
+            a.rows = std::min(rows_per, rows - oh0);
+            a.dy = dyg + oh0 * z.Qh * 2 * L;
+            for (int64_t t0 = t_begin; t0 < t_end; t0 += kTT) {
+              const int tt = static_cast<int>(std::min<int64_t>(kTT, t_end - t0));
+              for (int t = 0; t < tt; ++t) {
+                const int64_t tap = t0 + t, c = tap / RS, r = tap % RS / d.S, s = tap % d.S;
+                a.x[t] = xg + c * plane + (oh0 * d.sh + r * d.dh) * z.Wx + s * d.dw;
+              }
+              a.dw = dwb + ((g_ * KB + kb0) * z.taps_pad + t0) * L;
+              bww_fn(kj, tt)(a);
+            }
           }
         }
-      }
-    });
+      });
+    }
   }
-  // dw[g*Kg + kb*L + ko][tap] += dwb[g][kb][tap][ko].
+  // dw[g*Kg + kb*L + ko][tap] += dwb[g][kb][tap][ko]; db likewise from the bias sums.
   const int64_t Kg = d.Co;
   loop(d.G * KB, [&](int64_t item) {
     const int64_t g_ = item / KB, kb = item % KB;
@@ -557,22 +608,9 @@ void bww(const ConvGeom& g, const float* x, const float* dy, float* dw, float* d
     for (int64_t ko = 0; ko < nk; ++ko) {
       float* out = dw + (g_ * Kg + kb * L + ko) * z.taps;
       for (int64_t t = 0; t < z.taps; ++t) out[t] += blk[t * L + ko];
+      if (db) db[g_ * Kg + kb * L + ko] += dbs[item * L + ko];
     }
   });
-  if (db) {
-    const int64_t PQ = P * Q;
-    loop(g.K, [&](int64_t k) {
-      reg acc = V::zero();
-      for (int64_t n = 0; n < g.N; ++n) {
-        const float* p = dy + (n * g.K + k) * PQ;
-        for (int64_t i = 0; i < PQ; i += L) {
-          const int m = static_cast<int>(std::min<int64_t>(L, PQ - i));
-          acc = V::add(acc, m == L ? V::loadu(p + i) : V::maskz_loadu(p + i, m));
-        }
-      }
-      db[k] += V::hsum(acc);
-    });
-  }
 }
 
 }  // namespace
