@@ -433,6 +433,28 @@ def test_im2col_rows_give_the_same_result_on_any_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("geometry", [
+    (1, 64, 64, 64, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1),   # two bands of output rows
+    (1, 128, 96, 96, 4, 3, 3, 1, 1, 2, 1, 1, 1, 1),  # three bands; dx rows shared by two bands
+])
+def test_im2col_data_gradient_adds_bands_of_rows(geometry):
+    """The im2col row's data gradient runs col2im band by band (bands of output rows of at most
+    2^21 bf16 column elements), each band adding into dx rows the previous one reached."""
+    _row_or_skip("bwd_data", CONV_ROWS[1])
+    n, c, h, w, k, r, s, ph, pw, sh, sw, dh, dw, g = geometry
+    _, wt, _, dy = _conv_data(geometry)
+
+    def bwd_data(dd, ww):
+        dx = np.zeros((n, c, h, w))
+        kernels.conv_backward_data(dd, ww, dx, geometry)
+        return dx
+    want = bwd_data(_bf16_f64(dy), _bf16_f64(wt))
+    bound = 2 * (k * r * s) * EPS32 * bwd_data(np.abs(_bf16_f64(dy)), np.abs(_bf16_f64(wt)))
+    dx = np.full((n, c, h, w), np.nan, np.float32)
+    bf16.conv_backward_data(dy, wt, dx, geometry, bf16.ConvScratch(), row=CONV_ROWS[1])
+    assert np.all(np.abs(dx - want) <= bound + 1e-30)
+
+
 BANDED_WGRAD_CASES = [
     # N, C, H, W, K, R, S, ph, pw, sh, sw, dh, dw, G
     (2, 3, 50, 200, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1),  # wide rows: bands of rows, a short last one

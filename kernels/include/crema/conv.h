@@ -152,8 +152,14 @@ void conv_bwd_weights(const float* x, const float* dy, float* dw, float* db, con
   void conv_bwd_weights_gemm(const float* x, const float* dy, float* dw, float* db,            \
                              const ConvGeom& g, const ConvScratch& s);                         \
   int64_t ws_conv_gemm(const ConvGeom& g);                                                     \
-  int64_t min_ws_conv_gemm(const ConvGeom& g);
+  int64_t min_ws_conv_gemm(const ConvGeom& g);                                                 \
+  void col2im_rows(const float* cols, int64_t J, const ConvGeom& g, int64_t p0, int64_t rows,  \
+                   bool add, float* plane);
 
+// col2im_rows (conv_gemm.isa.cpp): one input plane of the adjoint of im2col, from the columns of
+// output rows [p0, p0 + rows): cols is the plane's tap (0, 0) row of a col laid out
+// [tap (r, s)][J] with output pixel (p, q) at (p - p0) * Q + q of each row; the plane is
+// overwritten (add false: p0 = 0 and rows = P) or added to (add true, e.g. a band of rows).
 namespace avx2_impl {
 CREMA_CONV_ISA_DECLS
 }  // namespace avx2_impl

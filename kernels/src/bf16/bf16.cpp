@@ -183,22 +183,44 @@ void im2col_band(const bf16_t* x, const ConvGeom& g, int64_t p0, int64_t rows, b
   });
 }
 
-// The adjoint of im2col_band in float32: dx[c][ih][iw] += dcol[...] (channels over threads).
-void col2im_band_add(const float* dcol, const ConvGeom& g, int64_t p0, int64_t rows, float* dx) {
-  const int64_t Q = g.Q(), nb = rows * Q;
-  parallel_for(g.C, g.R * g.S * nb, [&](int64_t c) {
-    for (int64_t r = 0; r < g.R; ++r)
-      for (int64_t s = 0; s < g.S; ++s) {
-        int64_t lo, hi;
-        inside_cols(g, s, &lo, &hi);
-        const float* src = dcol + ((c * g.R + r) * g.S + s) * nb;
-        for (int64_t pl = 0; pl < rows; ++pl, src += Q) {
-          const int64_t ih = (p0 + pl) * g.sh - g.ph + r * g.dh;
-          if (ih < 0 || ih >= g.H) continue;
-          float* d = dx + (c * g.H + ih) * g.W + s * g.dw - g.pw;
-          for (int64_t q = lo; q < hi; ++q) d[q * g.sw] += src[q];
-        }
+// The adjoint of im2col_band in float32, one input plane (crema/conv.h's col2im_rows): the
+// vector ISAs' rows, and this loop elsewhere.
+void col2im_rows_scalar(const float* cols, int64_t J, const ConvGeom& g, int64_t p0, int64_t rows,
+                        bool add, float* plane) {
+  const int64_t Q = g.Q();
+  if (!add) std::memset(plane, 0, sizeof(float) * g.H * g.W);
+  for (int64_t r = 0; r < g.R; ++r)
+    for (int64_t s = 0; s < g.S; ++s) {
+      int64_t lo, hi;
+      inside_cols(g, s, &lo, &hi);
+      const float* src = cols + (r * g.S + s) * J;
+      for (int64_t pl = 0; pl < rows; ++pl, src += Q) {
+        const int64_t ih = (p0 + pl) * g.sh - g.ph + r * g.dh;
+        if (ih < 0 || ih >= g.H) continue;
+        float* d = plane + ih * g.W + s * g.dw - g.pw;
+        for (int64_t q = lo; q < hi; ++q) d[q * g.sw] += src[q];
       }
+    }
+}
+
+using Col2imFn = void (*)(const float*, int64_t, const ConvGeom&, int64_t, int64_t, bool, float*);
+const KernelRow<ConvGeom, Col2imFn> kCol2imRows[] = {
+#if defined(CREMA_BUILD_AVX512)
+    {"col2im_avx512", Isa::avx512, any_geometry<ConvGeom>, avx512_impl::col2im_rows},
+#endif
+#if defined(CREMA_BUILD_AVX2)
+    {"col2im_avx2", Isa::avx2, any_geometry<ConvGeom>, avx2_impl::col2im_rows},
+#endif
+    {"col2im_scalar", Isa::scalar, any_geometry<ConvGeom>, col2im_rows_scalar},
+};
+constexpr KernelTable<ConvGeom, Col2imFn> kCol2imTable(kCol2imRows);
+
+// dx[c] += the band's columns, channels over threads.
+void col2im_band_add(const float* dcol, const ConvGeom& g, int64_t p0, int64_t rows, float* dx) {
+  const Col2imFn fn = kCol2imTable.choose(g).fn;
+  const int64_t nb = rows * g.Q(), taps = g.R * g.S;
+  parallel_for(g.C, taps * nb, [&](int64_t c) {
+    fn(dcol + c * taps * nb, nb, g, p0, rows, true, dx + c * g.H * g.W);
   });
 }
 

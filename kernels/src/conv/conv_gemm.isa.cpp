@@ -52,6 +52,65 @@ void valid_cols(const ConvGeom& g, int64_t s, int64_t Q, int64_t* lo, int64_t* h
   *hi = std::max(*hi, *lo);
 }
 
+}  // namespace
+
+// crema/conv.h: one input plane of the adjoint of im2col from output rows [p0, p0 + rows).
+// With unit column stride each vector of a dx row gathers its taps' col segments in a register
+// and is stored once: adding the taps into dx in place would reload vectors just stored by
+// overlapping masked stores, which the CPU cannot forward (a stall per tap).
+void col2im_rows(const float* cols, int64_t J, const ConvGeom& g, int64_t p0, int64_t rows,
+                 bool add, float* plane) {
+  const int64_t Q = g.Q(), pend = p0 + rows;
+  if (g.sw != 1) {
+    if (!add) std::memset(plane, 0, sizeof(float) * g.H * g.W);
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s) {
+        int64_t qlo, qhi;
+        valid_cols(g, s, Q, &qlo, &qhi);
+        const float* in = cols + (r * g.S + s) * J;
+        for (int64_t p = p0; p < pend; ++p, in += Q) {
+          const int64_t h = p * g.sh - g.ph + r * g.dh;
+          if (h < 0 || h >= g.H) continue;
+          const int64_t at = h * g.W + s * g.dw - g.pw;  // + q * sw: dx column of q
+          for (int64_t q = qlo; q < qhi; ++q) plane[at + q * g.sw] += in[q];
+        }
+      }
+    return;
+  }
+  // Adding: only the dx rows these output rows reach. Writing: every row (the rest are 0).
+  const int64_t hlo = add ? std::max<int64_t>(0, p0 * g.sh - g.ph) : 0;
+  const int64_t hhi =
+      add ? std::min<int64_t>(g.H, (pend - 1) * g.sh - g.ph + (g.R - 1) * g.dh + 1) : g.H;
+  for (int64_t h = hlo; h < hhi; ++h)
+    for (int64_t w0 = 0; w0 < g.W; w0 += L) {
+      const int64_t n = std::min<int64_t>(L, g.W - w0);
+      float* out = plane + h * g.W + w0;
+      V::reg acc = !add ? V::zero() : n == L ? V::loadu(out) : V::maskz_loadu(out, n);
+      for (int64_t r = 0; r < g.R; ++r) {
+        const int64_t t = h + g.ph - r * g.dh;  // p * sh
+        if (t < 0 || t % g.sh != 0 || t / g.sh < p0 || t / g.sh >= pend) continue;
+        const float* in = cols + r * g.S * J + (t / g.sh - p0) * Q;
+        for (int64_t s = 0; s < g.S; ++s, in += J) {
+          const int64_t q0 = w0 + g.pw - s * g.dw;  // the column of lane 0
+          const int64_t jlo = std::max<int64_t>(0, -q0), jhi = std::min<int64_t>(n, Q - q0);
+          if (jlo >= jhi) continue;
+          if (jlo == 0 && jhi == L) {
+            acc = V::add(acc, V::loadu(in + q0));
+          } else {
+            const auto m = V::inside(V::isub(V::iramp(), V::iset1(jlo)), V::iset1(jhi - jlo));
+            acc = V::add(acc, V::load_m(in + q0, m));
+          }
+        }
+      }
+      if (n == L)
+        V::storeu(out, acc);
+      else
+        V::mask_storeu(out, acc, n);
+    }
+}
+
+namespace {
+
 // col[c*RS + r*S + s][nl*PQ + p*Q + q] = x[n0 + nl][g*Cg + c][p*sh - ph + r*dh][q*sw - pw + s*dw]
 // (0 outside the image), for the images of one chunk and group gi.
 void im2col_chunk(const ConvGeom& g, const GemmPlan& pl, const float* x, int64_t n0, int64_t nb,
@@ -85,57 +144,13 @@ void im2col_chunk(const ConvGeom& g, const GemmPlan& pl, const float* x, int64_t
 }
 
 // dx[n0 + nl][g*Cg + c] = sum over taps of col (the adjoint of im2col_chunk), plane by plane.
-// With unit column stride each vector of a dx row gathers its taps' col segments in a register
-// and is stored once: adding the taps into dx in place would reload vectors just stored by
-// overlapping masked stores, which the CPU cannot forward (a stall per tap).
 void col2im_chunk(const ConvGeom& g, const GemmPlan& pl, const float* col, int64_t n0,
                   int64_t nb, int64_t gi, float* dx) {
-  const int64_t P = g.P(), Q = g.Q(), J = nb * pl.PQ, Cg = g.Cg();
+  const int64_t J = nb * pl.PQ, Cg = g.Cg();
   parallel_for(nb * Cg, g.R * g.S * pl.PQ, [&](int64_t item) {
     const int64_t nl = item / Cg, c = item % Cg;
-    float* plane = dx + ((n0 + nl) * g.C + gi * Cg + c) * g.H * g.W;
-    const float* cols = col + c * g.R * g.S * J + nl * pl.PQ;  // row (c, 0, 0) of this image
-    if (g.sw != 1) {
-      std::memset(plane, 0, sizeof(float) * g.H * g.W);
-      for (int64_t r = 0; r < g.R; ++r)
-        for (int64_t s = 0; s < g.S; ++s) {
-          int64_t qlo, qhi;
-          valid_cols(g, s, Q, &qlo, &qhi);
-          const float* in = cols + (r * g.S + s) * J;
-          for (int64_t p = 0; p < P; ++p, in += Q) {
-            const int64_t h = p * g.sh - g.ph + r * g.dh;
-            if (h < 0 || h >= g.H) continue;
-            const int64_t at = h * g.W + s * g.dw - g.pw;  // + q * sw: dx column of q
-            for (int64_t q = qlo; q < qhi; ++q) plane[at + q * g.sw] += in[q];
-          }
-        }
-      return;
-    }
-    for (int64_t h = 0; h < g.H; ++h)
-      for (int64_t w0 = 0; w0 < g.W; w0 += L) {
-        const int64_t n = std::min<int64_t>(L, g.W - w0);
-        V::reg acc = V::zero();
-        for (int64_t r = 0; r < g.R; ++r) {
-          const int64_t t = h + g.ph - r * g.dh;  // p * sh
-          if (t < 0 || t % g.sh != 0 || t / g.sh >= P) continue;
-          const float* in = cols + r * g.S * J + (t / g.sh) * Q;
-          for (int64_t s = 0; s < g.S; ++s, in += J) {
-            const int64_t q0 = w0 + g.pw - s * g.dw;  // the column of lane 0
-            const int64_t jlo = std::max<int64_t>(0, -q0), jhi = std::min<int64_t>(n, Q - q0);
-            if (jlo >= jhi) continue;
-            if (jlo == 0 && jhi == L) {
-              acc = V::add(acc, V::loadu(in + q0));
-            } else {
-              const auto m = V::inside(V::isub(V::iramp(), V::iset1(jlo)), V::iset1(jhi - jlo));
-              acc = V::add(acc, V::load_m(in + q0, m));
-            }
-          }
-        }
-        if (n == L)
-          V::storeu(plane + h * g.W + w0, acc);
-        else
-          V::mask_storeu(plane + h * g.W + w0, acc, n);
-      }
+    col2im_rows(col + c * g.R * g.S * J + nl * pl.PQ, J, g, 0, g.P(), false,
+                dx + ((n0 + nl) * g.C + gi * Cg + c) * g.H * g.W);
   });
 }
 
