@@ -8,7 +8,10 @@ alone vs SGEMM on the HEP convolutions' im2col products.
     python bench/bf16.py                    # HEP 64x64 batch 8, LeNet batch 64, threads 1 and 2
     python bench/bf16.py --size 224 --reps 5
 
-ratio = fp32 ms / bf16 ms (above 1: bf16 is faster)."""
+ratio = fp32 ms / bf16 ms (above 1: bf16 is faster). Under each step, where its time goes: the
+layers with bf16 arithmetic against the rest (float32 in both precisions), and the ratio the
+step would reach if those layers ran at exactly 2x float32 (the bf16 GEMM's best): the ceiling
+that faster bf16 kernels alone can give the whole step."""
 import argparse
 import os
 import statistics
@@ -51,18 +54,42 @@ def build(text, folder, name, classes):
 
 
 def alternating(net, reps):
-    """Median ms of forward_backward per precision, rounds alternating fp32 / bf16."""
+    """Median ms of forward_backward per precision, rounds alternating fp32 / bf16, and per layer
+    the median ms (forward + backward, as net.forward_backward times them: fused layers
+    included) per precision."""
+    n = len(net.layers)
     times = {"fp32": [], "bf16": []}
+    layers = {"fp32": [], "bf16": []}
     for p in times:  # warm-up (workspaces, caches)
         net.set_precision(p)
         net.forward_backward()
     for _ in range(reps):
         for p in times:
             net.set_precision(p)
+            fwd, bwd = [0.0] * n, [0.0] * n
             t0 = time.perf_counter()
-            net.forward_backward()
+            net.forward_backward(fwd, bwd)
             times[p].append((time.perf_counter() - t0) * 1e3)
-    return {p: statistics.median(v) for p, v in times.items()}
+            layers[p].append([(f + b) * 1e3 for f, b in zip(fwd, bwd)])
+    per_layer = {p: [statistics.median(r[i] for r in v) for i in range(n)]
+                 for p, v in layers.items()}
+    return {p: statistics.median(v) for p, v in times.items()}, per_layer
+
+
+def amdahl(net, step, per_layer):
+    """Where the step's time goes: the layers with bf16 arithmetic (Convolution, Deconvolution,
+    InnerProduct) against the rest (float32 in both precisions: pooling, ReLU, loss, and the
+    step's time outside the layers), and the step's ratio if the bf16 layers ran at exactly
+    twice their float32 speed with the rest as measured."""
+    bf16_types = ("Convolution", "Deconvolution", "InnerProduct")
+    capable = [i for i, layer in enumerate(net.layers) if layer.type in bf16_types]
+    part = {p: sum(per_layer[p][i] for i in capable) for p in per_layer}
+    rest = {p: step[p] - part[p] for p in step}
+    ceiling = step["fp32"] / (part["fp32"] / 2 + rest["bf16"])
+    return (f"bf16 layers fp32 {part['fp32']:.2f} / bf16 {part['bf16']:.2f} ms "
+            f"({part['fp32'] / part['bf16']:.2f}x); the rest fp32 {rest['fp32']:.2f} / bf16 "
+            f"{rest['bf16']:.2f} ms ({100 * rest['bf16'] / step['bf16']:.0f}% of the bf16 step); "
+            f"with the bf16 layers at 2.00x the step would be {ceiling:.2f}x")
 
 
 def gemm_rates(reps):
@@ -160,9 +187,10 @@ def main():
             kernels.set_num_threads(threads)
             for name, net in ((f"HEP step {args.batch}x3x{args.size}^2", hep),
                               ("LeNet iteration b64", lenet)):
-                ms = alternating(net, args.reps)
+                ms, per_layer = alternating(net, args.reps)
                 print(f"threads {threads}  {name:24s} fp32 {ms['fp32']:8.2f} ms  bf16 "
                       f"{ms['bf16']:8.2f} ms  ratio {ms['fp32'] / ms['bf16']:.2f}x  ({load()})")
+                print(f"threads {threads}  {'':24s} {amdahl(net, ms, per_layer)}")
             if not args.no_layers:
                 for what, f32row, f32, b16row, b16 in conv_rates(args.batch, args.size, args.reps):
                     print(f"threads {threads}  conv {what:22s} {f32row:24s} {f32:6.1f} GFLOP/s  "
