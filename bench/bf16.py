@@ -7,6 +7,8 @@ alone vs SGEMM on the HEP convolutions' im2col products.
 
     python bench/bf16.py                    # HEP 64x64 batch 8, LeNet batch 64, threads 1 and 2
     python bench/bf16.py --size 224 --reps 5
+    CREMA_CONV_ALGO=direct python bench/bf16.py --no-layers   # both precisions on direct
+        # convolutions (no Winograd): bf16 against float32 arithmetic like for like
 
 ratio = fp32 ms / bf16 ms (above 1: bf16 is faster). Under each step, where its time goes: the
 layers with bf16 arithmetic against the rest (float32 in both precisions), and the ratio the
